@@ -1,0 +1,168 @@
+// errors.hpp — everything mproc throws.
+//
+// Every exception derives from mproc::Error (itself a std::runtime_error), named for what
+// happened so a caller can handle each case differently. Facts travel as accessors, not only
+// inside what():
+//
+//     try { f.get(); }
+//     catch (const mproc::WorkerCrashed& e) { log(e.pid(), e.signal()); }  // worker died
+//     catch (const mproc::RemoteError& e)   { log(e.type_name(), e.what()); } // task threw
+//
+// Python counterparts: RemoteError ~ the re-raised task exception, WorkerCrashed ~
+// BrokenProcessPool (but it fails only the dead worker's task), TimeoutError ~
+// concurrent.futures.TimeoutError, UsageError ~ ValueError/RuntimeError on misuse.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <system_error>
+
+namespace mproc {
+
+/// Base of every exception mproc throws.
+class Error : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+/// A task (or Process target) threw an exception whose type is not registered for rethrow.
+/// Carries the remote exception's type name and message, the pid it ran in, its task index
+/// (or -1 outside a pool) and a symbolised backtrace when one was captured.
+class RemoteError : public Error {
+ public:
+  RemoteError(std::string type_name, std::string message, std::int64_t pid,
+              std::int64_t task_index = -1, std::string backtrace = {});
+  const std::string& type_name() const noexcept { return type_name_; }
+  const std::string& message() const noexcept { return message_; }
+  std::int64_t pid() const noexcept { return pid_; }
+  std::int64_t task_index() const noexcept { return task_index_; }
+  const std::string& backtrace() const noexcept { return backtrace_; }
+
+ private:
+  std::string type_name_;
+  std::string message_;
+  std::int64_t pid_;
+  std::int64_t task_index_;
+  std::string backtrace_;
+};
+
+/// The worker process running this task died before returning a result.
+/// Exactly one of signal() (> 0) and exit_code() is set.
+class WorkerCrashed : public Error {
+ public:
+  WorkerCrashed(std::int64_t pid, int signal, std::optional<int> exit_code,
+                std::int64_t task_index = -1);
+  std::int64_t pid() const noexcept { return pid_; }
+  /// The signal that killed the worker, 0 when it exited.
+  int signal() const noexcept { return signal_; }
+  /// The worker's exit status when it exited without a signal.
+  std::optional<int> exit_code() const noexcept { return exit_code_; }
+  std::int64_t task_index() const noexcept { return task_index_; }
+
+ private:
+  std::int64_t pid_;
+  int signal_;
+  std::optional<int> exit_code_;
+  std::int64_t task_index_;
+};
+
+/// The task ran longer than its task_timeout; its worker was killed and replaced.
+class TaskTimeout : public Error {
+ public:
+  TaskTimeout(std::int64_t pid, std::chrono::nanoseconds timeout, std::int64_t task_index = -1);
+  std::int64_t pid() const noexcept { return pid_; }
+  std::chrono::nanoseconds timeout() const noexcept { return timeout_; }
+  std::int64_t task_index() const noexcept { return task_index_; }
+
+ private:
+  std::int64_t pid_;
+  std::chrono::nanoseconds timeout_;
+  std::int64_t task_index_;
+};
+
+/// The future was cancelled (or its pool terminated) before it produced a result.
+class Cancelled : public Error {
+ public:
+  using Error::Error;
+};
+
+/// Work was submitted to a pool or executor that was closed or shut down.
+class PoolClosed : public Error {
+ public:
+  using Error::Error;
+};
+
+/// The pool cannot recover (for example its dispatcher died); only where recovery is impossible.
+class BrokenPool : public Error {
+ public:
+  using Error::Error;
+};
+
+/// Bytes that arrived from another process are not a valid message: truncated, corrupted,
+/// over the size limit, of an unknown wire version, or naming code this process does not have.
+class ProtocolError : public Error {
+ public:
+  using Error::Error;
+};
+
+/// A well-formed message could not be turned into the requested value (a type mismatch
+/// between sender and receiver) or a value could not be encoded.
+class SerializationError : public Error {
+ public:
+  using Error::Error;
+};
+
+/// The queue is closed and drained.
+class QueueClosed : public Error {
+ public:
+  using Error::Error;
+};
+
+/// The other end of a connection is closed (or its process died).
+class ConnectionClosed : public Error {
+ public:
+  using Error::Error;
+};
+
+/// The peer failed (or refused) the authkey challenge.
+class AuthenticationError : public Error {
+ public:
+  using Error::Error;
+};
+
+/// A deadline passed while *waiting* for something; nothing else was touched.
+class TimeoutError : public Error {
+ public:
+  using Error::Error;
+};
+
+/// The barrier was aborted, reset under waiters, or a wait timed out.
+class BrokenBarrier : public Error {
+ public:
+  using Error::Error;
+};
+
+/// A call that is not allowed in this state (Python's ValueError / RuntimeError on misuse).
+class UsageError : public Error {
+ public:
+  using Error::Error;
+};
+
+/// A system call failed. what() reads `call: strerror`, e.g.
+/// `shm_open("/mproc-812-3"): File exists`; code() is the errno as a std::error_code.
+class SystemError : public Error {
+ public:
+  SystemError(std::error_code code, std::string call);
+  const std::error_code& code() const noexcept { return code_; }
+  /// The failing call as written in what(), e.g. `pipe2()`.
+  const std::string& call() const noexcept { return call_; }
+
+ private:
+  std::error_code code_;
+  std::string call_;
+};
+
+}  // namespace mproc

@@ -1,0 +1,8 @@
+// mproc.hpp — everything: process-based parallelism for C++.
+#pragma once
+
+#include "mproc/codec.hpp"
+#include "mproc/errors.hpp"
+#include "mproc/log.hpp"
+#include "mproc/pipe.hpp"
+#include "mproc/process.hpp"

@@ -1,0 +1,361 @@
+#include "detail/sys.hpp"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/uio.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <array>
+#include <atomic>
+#include <cerrno>
+#include <climits>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <system_error>
+
+#include "mproc/errors.hpp"
+#include "mproc/log.hpp"
+
+namespace mproc::detail {
+
+void UniqueFd::reset(int fd) noexcept {
+  const int old = std::exchange(fd_, fd);
+  if (old >= 0) {
+    if (const int err = sys::close(old); err != 0 && err != EINTR) {
+      log(LogLevel::error, "close(" + std::to_string(old) + "): " + std::strerror(err));
+    }
+  }
+}
+
+namespace sys {
+
+// ---- errors ---------------------------------------------------------------------------------
+
+void throw_errno(std::string_view call, int err) {
+  throw SystemError(std::error_code(err, std::system_category()), std::string(call));
+}
+
+long check(long rc, std::string_view call) {
+  if (rc == -1) throw_errno(call, errno);
+  return rc;
+}
+
+// ---- failure injection ------------------------------------------------------------------------
+// A small fixed table of atomics, so that injected() stays async-signal-safe (it is consulted
+// in forked children before exec).
+namespace {
+struct Injection {
+  std::array<char, 24> call{};
+  std::atomic<int> err{0};
+  std::atomic<int> remaining{0};
+};
+std::array<Injection, 8> g_injections;
+std::atomic<bool> g_any_injection{false};
+
+bool same_name(const std::array<char, 24>& a, const char* b) noexcept {
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    if (a[i] != b[i]) return false;
+    if (a[i] == '\0') return true;
+  }
+  return false;
+}
+}  // namespace
+
+void inject_failure(std::string_view call, int err, int count) {
+  if (call.size() >= 24) throw UsageError("inject_failure: call name too long");
+  std::array<char, 24> name{};
+  std::copy(call.begin(), call.end(), name.begin());
+  Injection* slot = nullptr;
+  for (auto& inj : g_injections) {
+    if (inj.call == name || (slot == nullptr && inj.remaining.load() == 0)) {
+      slot = &inj;
+      if (inj.call == name) break;
+    }
+  }
+  if (slot == nullptr) throw UsageError("inject_failure: too many injections at once");
+  slot->remaining.store(0);
+  slot->call = name;
+  slot->err.store(err);
+  slot->remaining.store(count);
+  g_any_injection.store(true);
+}
+
+int injected(const char* call) noexcept {
+  if (!g_any_injection.load(std::memory_order_relaxed)) return 0;
+  for (auto& inj : g_injections) {
+    if (inj.remaining.load() > 0 && same_name(inj.call, call)) {
+      if (inj.remaining.fetch_sub(1) > 0) return inj.err.load();
+      inj.remaining.store(0);
+    }
+  }
+  return 0;
+}
+
+#define MPROC_INJECT(name)                               \
+  do {                                                   \
+    if (const int injected_err = injected(name)) {       \
+      throw_errno(name "()", injected_err);              \
+    }                                                    \
+  } while (false)
+
+// ---- descriptors --------------------------------------------------------------------------------
+
+FdPair pipe(int flags) {
+  MPROC_INJECT("pipe2");
+  int fds[2];
+  check(::pipe2(fds, O_CLOEXEC | flags), "pipe2()");
+  return {UniqueFd(fds[0]), UniqueFd(fds[1])};
+}
+
+FdPair socketpair(int type) {
+  MPROC_INJECT("socketpair");
+  int fds[2];
+  check(::socketpair(AF_UNIX, type | SOCK_CLOEXEC, 0, fds), "socketpair()");
+  return {UniqueFd(fds[0]), UniqueFd(fds[1])};
+}
+
+int close(int fd) noexcept {
+  // Never retried: on Linux the descriptor is released even when close() reports EINTR, and a
+  // retry could close a descriptor another thread has just been given.
+  return ::close(fd) == 0 ? 0 : errno;
+}
+
+UniqueFd dup_cloexec(int fd) {
+  MPROC_INJECT("dup");
+  return UniqueFd(static_cast<int>(
+      check(::fcntl(fd, F_DUPFD_CLOEXEC, 0), "fcntl(" + std::to_string(fd) + ", F_DUPFD_CLOEXEC)")));
+}
+
+void set_cloexec(int fd, bool on) {
+  const int flags = static_cast<int>(check(::fcntl(fd, F_GETFD), "fcntl(F_GETFD)"));
+  check(::fcntl(fd, F_SETFD, on ? (flags | FD_CLOEXEC) : (flags & ~FD_CLOEXEC)), "fcntl(F_SETFD)");
+}
+
+void set_nonblocking(int fd, bool on) {
+  const int flags = static_cast<int>(check(::fcntl(fd, F_GETFL), "fcntl(F_GETFL)"));
+  check(::fcntl(fd, F_SETFL, on ? (flags | O_NONBLOCK) : (flags & ~O_NONBLOCK)), "fcntl(F_SETFL)");
+}
+
+std::vector<int> open_fds() {
+  std::vector<int> fds;
+  DIR* dir = ::opendir("/proc/self/fd");
+  if (dir == nullptr) throw_errno("opendir(\"/proc/self/fd\")", errno);
+  const int own = ::dirfd(dir);
+  while (const dirent* entry = ::readdir(dir)) {
+    if (entry->d_name[0] == '.') continue;
+    const int fd = std::atoi(entry->d_name);
+    if (fd != own) fds.push_back(fd);
+  }
+  ::closedir(dir);
+  std::sort(fds.begin(), fds.end());
+  return fds;
+}
+
+// ---- byte I/O ---------------------------------------------------------------------------------
+
+std::size_t read(int fd, void* buf, std::size_t n) {
+  MPROC_INJECT("read");
+  for (;;) {
+    const ssize_t rc = ::read(fd, buf, n);
+    if (rc >= 0) return static_cast<std::size_t>(rc);
+    if (errno != EINTR) throw_errno("read()", errno);
+  }
+}
+
+std::optional<std::size_t> read_some(int fd, void* buf, std::size_t n) {
+  MPROC_INJECT("read");
+  for (;;) {
+    const ssize_t rc = ::read(fd, buf, n);
+    if (rc >= 0) return static_cast<std::size_t>(rc);
+    if (errno == EAGAIN || errno == EWOULDBLOCK) return std::nullopt;
+    if (errno != EINTR) throw_errno("read()", errno);
+  }
+}
+
+bool read_exact(int fd, std::span<std::byte> buf, std::size_t* partial) {
+  std::size_t done = 0;
+  while (done < buf.size()) {
+    const std::size_t n = read(fd, buf.data() + done, buf.size() - done);
+    if (n == 0) {
+      if (partial != nullptr) *partial = done;
+      return false;
+    }
+    done += n;
+  }
+  if (partial != nullptr) *partial = done;
+  return true;
+}
+
+std::size_t write(int fd, const void* buf, std::size_t n) {
+  MPROC_INJECT("write");
+  for (;;) {
+    const ssize_t rc = ::write(fd, buf, n);
+    if (rc >= 0) return static_cast<std::size_t>(rc);
+    if (errno != EINTR) throw_errno("write()", errno);
+  }
+}
+
+void write_all(int fd, std::span<const std::span<const std::byte>> bufs) {
+  MPROC_INJECT("write");
+  constexpr std::size_t kMaxIov = 64;
+  std::array<iovec, kMaxIov> iov{};
+  std::size_t first = 0;       // first buffer not yet fully written
+  std::size_t first_done = 0;  // bytes of bufs[first] already written
+  while (first < bufs.size()) {
+    std::size_t count = 0;
+    for (std::size_t i = first; i < bufs.size() && count < kMaxIov; ++i) {
+      const std::size_t skip = (i == first) ? first_done : 0;
+      if (bufs[i].size() == skip) continue;
+      iov[count].iov_base = const_cast<std::byte*>(bufs[i].data() + skip);
+      // Linux caps one writev at 0x7ffff000 bytes; cap each iovec so the sum cannot overflow.
+      iov[count].iov_len = std::min<std::size_t>(bufs[i].size() - skip, std::size_t{1} << 30);
+      ++count;
+    }
+    if (count == 0) break;
+    ssize_t rc;
+    do {
+      rc = ::writev(fd, iov.data(), static_cast<int>(count));
+    } while (rc < 0 && errno == EINTR);
+    if (rc < 0) throw_errno("writev()", errno);
+    auto written = static_cast<std::size_t>(rc);
+    while (written > 0 && first < bufs.size()) {
+      const std::size_t left = bufs[first].size() - first_done;
+      if (written >= left) {
+        written -= left;
+        ++first;
+        first_done = 0;
+      } else {
+        first_done += written;
+        written = 0;
+      }
+    }
+    while (first < bufs.size() && bufs[first].size() == first_done) {
+      ++first;
+      first_done = 0;
+    }
+  }
+}
+
+void send_all(int fd, std::span<const std::byte> data) {
+  MPROC_INJECT("send");
+  while (!data.empty()) {
+    const ssize_t rc = ::send(fd, data.data(), data.size(), MSG_NOSIGNAL);
+    if (rc < 0) {
+      if (errno == EINTR) continue;
+      throw_errno("send()", errno);
+    }
+    data = data.subspan(static_cast<std::size_t>(rc));
+  }
+}
+
+std::size_t sendmsg(int fd, const msghdr* msg, int flags) {
+  MPROC_INJECT("sendmsg");
+  for (;;) {
+    const ssize_t rc = ::sendmsg(fd, msg, flags | MSG_NOSIGNAL);
+    if (rc >= 0) return static_cast<std::size_t>(rc);
+    if (errno != EINTR) throw_errno("sendmsg()", errno);
+  }
+}
+
+std::size_t recvmsg(int fd, msghdr* msg, int flags) {
+  MPROC_INJECT("recvmsg");
+  for (;;) {
+    const ssize_t rc = ::recvmsg(fd, msg, flags | MSG_CMSG_CLOEXEC);
+    if (rc >= 0) return static_cast<std::size_t>(rc);
+    if (errno != EINTR) throw_errno("recvmsg()", errno);
+  }
+}
+
+int poll(pollfd* fds, std::size_t nfds, std::optional<std::chrono::nanoseconds> timeout) {
+  MPROC_INJECT("poll");
+  using clock = std::chrono::steady_clock;
+  const auto deadline = timeout ? clock::now() + *timeout : clock::time_point::max();
+  for (;;) {
+    int ms = -1;
+    if (timeout) {
+      const auto left = deadline - clock::now();
+      if (left <= std::chrono::nanoseconds::zero()) {
+        ms = 0;
+      } else {
+        // Round up so a short timeout does not become a busy loop of zero-length polls.
+        const auto left_ms = std::chrono::ceil<std::chrono::milliseconds>(left).count();
+        ms = static_cast<int>(std::min<long long>(left_ms, INT_MAX));
+      }
+    }
+    const int rc = ::poll(fds, static_cast<nfds_t>(nfds), ms);
+    if (rc >= 0) return rc;
+    if (errno != EINTR) throw_errno("poll()", errno);
+  }
+}
+
+// ---- sockets ------------------------------------------------------------------------------------
+
+void shutdown(int fd, int how) {
+  MPROC_INJECT("shutdown");
+  check(::shutdown(fd, how), "shutdown(" + std::to_string(how) + ")");
+}
+
+void setsockopt_int(int fd, int level, int option, int value) {
+  MPROC_INJECT("setsockopt");
+  check(::setsockopt(fd, level, option, &value, sizeof value),
+        "setsockopt(" + std::to_string(level) + ", " + std::to_string(option) + ")");
+}
+
+int getsockopt_int(int fd, int level, int option) {
+  int value = 0;
+  socklen_t len = sizeof value;
+  check(::getsockopt(fd, level, option, &value, &len),
+        "getsockopt(" + std::to_string(level) + ", " + std::to_string(option) + ")");
+  return value;
+}
+
+// ---- processes ----------------------------------------------------------------------------------
+
+pid_t fork() {
+  MPROC_INJECT("fork");
+  return static_cast<pid_t>(check(::fork(), "fork()"));
+}
+
+UniqueFd pidfd_open(pid_t pid) {
+  MPROC_INJECT("pidfd_open");
+  return UniqueFd(static_cast<int>(check(::syscall(SYS_pidfd_open, pid, 0),
+                                         "pidfd_open(" + std::to_string(pid) + ")")));
+}
+
+bool pidfd_send_signal(int pidfd, int sig) {
+  if (::syscall(SYS_pidfd_send_signal, pidfd, sig, nullptr, 0) == 0) return true;
+  if (errno == ESRCH) return false;
+  throw_errno("pidfd_send_signal(" + std::to_string(sig) + ")", errno);
+}
+
+std::optional<int> waitid_pidfd(int pidfd, int options) {
+  siginfo_t info{};
+  for (;;) {
+    const int rc = ::waitid(static_cast<idtype_t>(P_PIDFD), static_cast<id_t>(pidfd), &info,
+                            WEXITED | options);
+    if (rc == 0) break;
+    if (errno != EINTR) throw_errno("waitid(P_PIDFD)", errno);
+  }
+  if (info.si_pid == 0) return std::nullopt;  // WNOHANG and still running
+  if (info.si_code == CLD_EXITED) return info.si_status;
+  return -info.si_status;  // CLD_KILLED / CLD_DUMPED
+}
+
+void setrlimit(int resource, const rlimit& limit) {
+  check(::setrlimit(static_cast<__rlimit_resource>(resource), &limit), "setrlimit()");
+}
+
+void sigaction(int sig, const struct sigaction& act, struct sigaction* old) {
+  check(::sigaction(sig, &act, old), "sigaction(" + std::to_string(sig) + ")");
+}
+
+}  // namespace sys
+}  // namespace mproc::detail

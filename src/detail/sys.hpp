@@ -1,0 +1,105 @@
+// sys.hpp — the one place that calls the operating system and reads errno (internal).
+//
+// Every wrapper:
+//  - retries EINTR where retrying is right (read, write, poll with a recomputed deadline,
+//    waitid, sendmsg/recvmsg, accept…), and never retries close();
+//  - turns -1/errno into mproc::SystemError with one message shape,
+//    `pipe2(): Too many open files`;
+//  - consults the failure-injection hook first, so tests can prove error paths that a real
+//    system will not produce on demand (root ignores RLIMIT_NPROC, for instance).
+#pragma once
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <cstddef>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "mproc/detail/unique_fd.hpp"
+
+struct msghdr;
+struct pollfd;
+struct rlimit;
+struct sigaction;
+
+namespace mproc::detail::sys {
+
+/// Throws SystemError for `err` with `call` as the call description.
+[[noreturn]] void throw_errno(std::string_view call, int err);
+
+/// Returns `rc` unchanged, or throws SystemError built from errno when rc == -1.
+long check(long rc, std::string_view call);
+
+// ---- failure injection (tests) --------------------------------------------------------
+/// The next `count` calls of the wrapper named `call` (e.g. "fork", "pipe2", "write") fail
+/// with `err` before reaching the kernel. count = 0 clears. Thread-safe.
+void inject_failure(std::string_view call, int err, int count = 1);
+/// Returns the injected errno for `call` and consumes one use, or 0. Async-signal-safe.
+int injected(const char* call) noexcept;
+
+// ---- descriptors ----------------------------------------------------------------------
+struct FdPair {
+  UniqueFd first;
+  UniqueFd second;
+};
+/// pipe2(O_CLOEXEC | flags): first = read end, second = write end.
+FdPair pipe(int flags = 0);
+/// socketpair(AF_UNIX, type | SOCK_CLOEXEC).
+FdPair socketpair(int type);
+/// close() once, never retried (Linux always releases the descriptor). Returns errno or 0.
+int close(int fd) noexcept;
+UniqueFd dup_cloexec(int fd);
+void set_cloexec(int fd, bool on);
+void set_nonblocking(int fd, bool on);
+/// Descriptors currently open in this process (from /proc/self/fd), sorted.
+std::vector<int> open_fds();
+
+// ---- byte I/O ---------------------------------------------------------------------------
+/// read(2) retrying EINTR. Returns bytes read, 0 at EOF. Throws SystemError otherwise
+/// (EAGAIN included: callers that use non-blocking descriptors use read_some).
+std::size_t read(int fd, void* buf, std::size_t n);
+/// Like read but returns nullopt on EAGAIN.
+std::optional<std::size_t> read_some(int fd, void* buf, std::size_t n);
+/// Reads exactly buf.size() bytes. Returns false if EOF came first (partial data is an
+/// error: *partial is set to the byte count read when non-null).
+bool read_exact(int fd, std::span<std::byte> buf, std::size_t* partial = nullptr);
+/// write(2) retrying EINTR; returns bytes written (may be short). EPIPE is thrown as
+/// SystemError (SIGPIPE is never raised: mproc writes to sockets with MSG_NOSIGNAL and
+/// ignores SIGPIPE nowhere else — pipes use write_all_nosigpipe).
+std::size_t write(int fd, const void* buf, std::size_t n);
+/// Writes every byte of every buffer (writev, retrying EINTR and short writes).
+void write_all(int fd, std::span<const std::span<const std::byte>> bufs);
+/// send(MSG_NOSIGNAL) of every byte on a socket, retrying EINTR and short writes.
+void send_all(int fd, std::span<const std::byte> data);
+/// sendmsg/recvmsg retrying EINTR. recvmsg returns 0 at EOF.
+std::size_t sendmsg(int fd, const msghdr* msg, int flags);
+std::size_t recvmsg(int fd, msghdr* msg, int flags);
+
+/// poll(2) with a deadline: retries EINTR with the remaining time. timeout nullopt = forever.
+/// Returns the number of ready descriptors (0 on timeout).
+int poll(pollfd* fds, std::size_t nfds, std::optional<std::chrono::nanoseconds> timeout);
+
+// ---- sockets -------------------------------------------------------------------------------
+/// shutdown(2); `how` is SHUT_RD, SHUT_WR or SHUT_RDWR.
+void shutdown(int fd, int how);
+/// setsockopt(2) for an int-valued option.
+void setsockopt_int(int fd, int level, int option, int value);
+/// getsockopt(2) for an int-valued option.
+int getsockopt_int(int fd, int level, int option);
+
+// ---- processes ----------------------------------------------------------------------------
+pid_t fork();
+UniqueFd pidfd_open(pid_t pid);
+/// pidfd_send_signal; returns false when the process is already gone (ESRCH).
+bool pidfd_send_signal(int pidfd, int sig);
+/// waitid(P_PIDFD, WEXITED | options). Returns nullopt if WNOHANG and not exited.
+/// The result is the raw wait status encoded as: >= 0 exit code, < 0 -signal.
+std::optional<int> waitid_pidfd(int pidfd, int options);
+void setrlimit(int resource, const rlimit& limit);
+void sigaction(int sig, const struct sigaction& act, struct sigaction* old);
+
+}  // namespace mproc::detail::sys

@@ -1,0 +1,466 @@
+// Process: exit codes, start methods, names, lifetime, failures.
+#include "mproc/process.hpp"
+
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/resource.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <csignal>
+#include <cstdlib>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "../src/detail/sys.hpp"
+#include "mproc/detail/service.hpp"
+#include "support/child_helpers.hpp"
+
+using namespace std::chrono_literals;
+using mproc::Process;
+using mproc::ProcessOptions;
+using mproc::StartMethod;
+
+namespace {
+
+// Targets are plain functions so every start method can run them.
+void do_nothing() {}
+void exit_with(int code) { std::exit(code); }
+void throw_runtime_error() { throw std::runtime_error("boom from the child"); }
+void segfault() {
+  std::raise(SIGSEGV);
+}
+void call_abort() { std::abort(); }
+void sleep_ms(int ms) { std::this_thread::sleep_for(std::chrono::milliseconds(ms)); }
+void check_args(int n, std::string s, std::vector<double> v) {
+  const bool ok = n == 42 && s == "hello" && v.size() == 3 && v[2] == 2.5;
+  std::exit(ok ? 0 : 3);
+}
+void check_own_name(std::string expected) {
+  std::exit(mproc::current_process().name() == expected ? 0 : 4);
+}
+void check_parent(int parent_pid) {
+  const auto parent = mproc::parent_process();
+  std::exit(parent && parent->pid() == parent_pid && parent->name() == "MainProcess" ? 0 : 5);
+}
+// Initialised by the program's static initialisers: a spawn child must see it.
+const std::string g_initialised_global = std::string("ready") + "!";
+void check_global() { std::exit(g_initialised_global == "ready!" ? 0 : 6); }
+
+const char* method_name(StartMethod m) {
+  switch (m) {
+    case StartMethod::fork: return "fork";
+    case StartMethod::forkserver: return "forkserver";
+    case StartMethod::spawn: return "spawn";
+  }
+  return "?";
+}
+
+class EveryStartMethod : public ::testing::TestWithParam<StartMethod> {
+ protected:
+  ProcessOptions opts(std::string name = {}) const {
+    return ProcessOptions{.name = std::move(name), .start = GetParam()};
+  }
+};
+
+INSTANTIATE_TEST_SUITE_P(Process, EveryStartMethod,
+                         ::testing::Values(StartMethod::fork, StartMethod::forkserver,
+                                           StartMethod::spawn),
+                         [](const auto& info) { return method_name(info.param); });
+
+TEST_P(EveryStartMethod, ReturningTargetExitsWithZero) {
+  Process p(opts(), do_nothing);
+  EXPECT_FALSE(p.exitcode().has_value());
+  p.start();
+  EXPECT_GT(p.pid(), 0);
+  p.join();
+  EXPECT_EQ(p.exitcode(), 0);
+  EXPECT_FALSE(p.is_alive());
+}
+
+TEST_P(EveryStartMethod, ExitCallGivesItsCode) {
+  Process p(opts(), exit_with, 7);
+  p.start();
+  p.join();
+  EXPECT_EQ(p.exitcode(), 7);
+}
+
+TEST_P(EveryStartMethod, ThrowingTargetExitsWithOneAndPrintsTheException) {
+  Process p(opts("Thrower"), throw_runtime_error);
+  ::testing::internal::CaptureStderr();
+  p.start();
+  p.join();
+  const std::string err = ::testing::internal::GetCapturedStderr();
+  EXPECT_EQ(p.exitcode(), 1);
+  EXPECT_NE(err.find("Thrower"), std::string::npos) << err;
+  EXPECT_NE(err.find("std::runtime_error"), std::string::npos) << err;
+  EXPECT_NE(err.find("boom from the child"), std::string::npos) << err;
+}
+
+TEST_P(EveryStartMethod, SegfaultGivesMinusSignal) {
+  Process p(opts(), segfault);
+  p.start();
+  p.join();
+  EXPECT_EQ(p.exitcode(), -SIGSEGV);
+}
+
+TEST_P(EveryStartMethod, AbortGivesMinusSigabrt) {
+  Process p(opts(), call_abort);
+  p.start();
+  p.join();
+  EXPECT_EQ(p.exitcode(), -SIGABRT);
+}
+
+TEST_P(EveryStartMethod, KillAndTerminateEndTheChild) {
+  Process a(opts(), sleep_ms, 60000);
+  Process b(opts(), sleep_ms, 60000);
+  a.start();
+  b.start();
+  EXPECT_TRUE(a.is_alive());
+  EXPECT_FALSE(a.exitcode().has_value());
+  a.kill();
+  b.terminate();
+  a.join();
+  b.join();
+  EXPECT_EQ(a.exitcode(), -SIGKILL);
+  EXPECT_EQ(b.exitcode(), -SIGTERM);
+  a.kill();  // already ended: no-op
+}
+
+TEST_P(EveryStartMethod, JoinForTimesOutThenSucceeds) {
+  Process p(opts(), sleep_ms, 300);
+  p.start();
+  EXPECT_FALSE(p.join_for(10ms));
+  EXPECT_TRUE(p.is_alive());
+  EXPECT_TRUE(p.join_for(30s));
+  EXPECT_EQ(p.exitcode(), 0);
+}
+
+TEST_P(EveryStartMethod, ArgumentsArriveByValue) {
+  Process p(opts(), check_args, 42, std::string("hello"), std::vector<double>{0.5, 1.5, 2.5});
+  p.start();
+  p.join();
+  EXPECT_EQ(p.exitcode(), 0);
+}
+
+TEST_P(EveryStartMethod, ChildKnowsItsNameAndParent) {
+  Process named(opts("Worker-A"), check_own_name, std::string("Worker-A"));
+  named.start();
+  named.join();
+  EXPECT_EQ(named.exitcode(), 0);
+  Process child(opts(), check_parent, static_cast<int>(::getpid()));
+  child.start();
+  child.join();
+  EXPECT_EQ(child.exitcode(), 0);
+}
+
+TEST_P(EveryStartMethod, ChildSeesStaticallyInitialisedGlobals) {
+  Process p(opts(), check_global);
+  p.start();
+  p.join();
+  EXPECT_EQ(p.exitcode(), 0);
+}
+
+TEST_P(EveryStartMethod, CaptureLessLambdaIsATarget) {
+  Process p(opts(), [](int code) { std::exit(code + 1); }, 10);
+  p.start();
+  p.join();
+  EXPECT_EQ(p.exitcode(), 11);
+}
+
+TEST_P(EveryStartMethod, ManyMoreChildrenThanCores) {
+  std::vector<Process> ps;
+  for (int i = 0; i < 24; ++i) ps.emplace_back(opts(), exit_with, i % 5);
+  for (auto& p : ps) p.start();
+  for (auto& p : ps) p.join();
+  for (int i = 0; i < 24; ++i) EXPECT_EQ(ps[i].exitcode(), i % 5);
+}
+
+TEST_P(EveryStartMethod, ChildDiesWhenItsParentIsKilled) {
+  int pipefd[2];
+  ASSERT_EQ(::pipe(pipefd), 0);
+  const StartMethod method = GetParam();
+  const pid_t middle = ::fork();
+  if (middle == 0) {
+    ::close(pipefd[0]);
+    try {
+      Process p(ProcessOptions{.start = method}, sleep_ms, 60000);
+      p.start();
+      const int pid = p.pid();
+      if (::write(pipefd[1], &pid, sizeof pid) != sizeof pid) ::_exit(1);
+      ::pause();
+    } catch (...) {
+    }
+    ::_exit(2);
+  }
+  ::close(pipefd[1]);
+  int grandchild = 0;
+  ASSERT_EQ(::read(pipefd[0], &grandchild, sizeof grandchild), sizeof grandchild);
+  ::close(pipefd[0]);
+  EXPECT_TRUE(mproc::test::pid_running(grandchild));
+  ::kill(middle, SIGKILL);
+  int status = 0;
+  ::waitpid(middle, &status, 0);
+  EXPECT_TRUE(mproc::test::wait_gone(grandchild)) << "child outlived its killed parent";
+}
+
+TEST(Process, ChildDiesWithItsParentEvenIfTheParentForkedByHand) {
+  // A fork() mproc did not make must not keep the parent's lifeline open.
+  int pipefd[2];
+  ASSERT_EQ(::pipe(pipefd), 0);
+  const pid_t middle = ::fork();
+  if (middle == 0) {
+    ::close(pipefd[0]);
+    Process p(sleep_ms, 60000);
+    p.start();
+    const pid_t raw = ::fork();
+    if (raw == 0) {
+      ::sleep(60);
+      ::_exit(0);
+    }
+    const int pids[2] = {p.pid(), raw};
+    if (::write(pipefd[1], pids, sizeof pids) != sizeof pids) ::_exit(1);
+    ::pause();
+    ::_exit(2);
+  }
+  ::close(pipefd[1]);
+  int pids[2] = {0, 0};
+  ASSERT_EQ(::read(pipefd[0], pids, sizeof pids), static_cast<ssize_t>(sizeof pids));
+  ::close(pipefd[0]);
+  ::kill(middle, SIGKILL);
+  int status = 0;
+  ::waitpid(middle, &status, 0);
+  EXPECT_TRUE(mproc::test::wait_gone(pids[0])) << "child outlived its killed parent";
+  EXPECT_TRUE(mproc::test::pid_running(pids[1]));
+  ::kill(pids[1], SIGKILL);
+}
+
+TEST(Process, CapturingLambdaRunsWithFork) {
+  int captured = 5;
+  Process p([captured] { std::exit(captured * 2); });
+  p.start();
+  p.join();
+  EXPECT_EQ(p.exitcode(), 10);
+}
+
+TEST(Process, CapturingLambdaWithSpawnIsAUsageError) {
+  int captured = 5;
+  EXPECT_THROW(Process(ProcessOptions{.start = StartMethod::spawn}, [captured] { (void)captured; }),
+               mproc::UsageError);
+}
+
+TEST(Process, NamesFollowPythonsScheme) {
+  Process a(do_nothing);
+  Process b(do_nothing);
+  EXPECT_EQ(a.name().rfind("Process-", 0), 0u);
+  const int na = std::stoi(a.name().substr(8));
+  const int nb = std::stoi(b.name().substr(8));
+  EXPECT_EQ(nb, na + 1);
+  EXPECT_EQ(mproc::current_process().name(), "MainProcess");
+  EXPECT_FALSE(mproc::parent_process().has_value());
+  // A child's children are named below it: Process-N:1.
+  Process outer([] {
+    Process inner(do_nothing);
+    const std::string expected = mproc::current_process().name() + ":1";
+    std::exit(inner.name() == expected ? 0 : 1);
+  });
+  outer.start();
+  outer.join();
+  EXPECT_EQ(outer.exitcode(), 0);
+}
+
+TEST(Process, ExitcodeIsEmptyBeforeStartAndWhileRunning) {
+  Process p(sleep_ms, 200);
+  EXPECT_FALSE(p.exitcode().has_value());
+  EXPECT_FALSE(p.is_alive());
+  EXPECT_EQ(p.pid(), 0);
+  p.start();
+  EXPECT_FALSE(p.exitcode().has_value());
+  p.join();
+  EXPECT_EQ(p.exitcode(), 0);
+}
+
+TEST(Process, MisuseIsAUsageError) {
+  Process p(do_nothing);
+  EXPECT_THROW(p.join(), mproc::UsageError);
+  EXPECT_THROW(p.terminate(), mproc::UsageError);
+  p.start();
+  EXPECT_THROW(p.start(), mproc::UsageError);
+  p.join();
+}
+
+TEST(Process, ActiveChildrenListsLiveChildrenOnly) {
+  Process p(sleep_ms, 60000);
+  p.start();
+  auto live = mproc::active_children();
+  ASSERT_EQ(live.size(), 1u);
+  EXPECT_EQ(live[0].pid(), p.pid());
+  EXPECT_EQ(live[0].name(), p.name());
+  EXPECT_TRUE(live[0].is_alive());
+  p.kill();
+  p.join();
+  EXPECT_TRUE(mproc::active_children().empty());
+}
+
+TEST(Process, DestructorJoinsANonDaemonChild) {
+  int pid = 0;
+  {
+    Process p(sleep_ms, 100);
+    p.start();
+    pid = p.pid();
+  }
+  EXPECT_FALSE(mproc::test::pid_running(pid));
+}
+
+TEST(Process, DestructorKillsADaemonChild) {
+  const auto start = std::chrono::steady_clock::now();
+  {
+    Process p(ProcessOptions{.daemon = true}, sleep_ms, 60000);
+    p.start();
+    EXPECT_TRUE(p.daemon());
+  }
+  // Not a timing assertion of performance: a join would take a minute.
+  EXPECT_LT(std::chrono::steady_clock::now() - start, 30s);
+}
+
+TEST(Process, MovedProcessKeepsItsChild) {
+  Process a(exit_with, 3);
+  a.start();
+  Process b = std::move(a);
+  b.join();
+  EXPECT_EQ(b.exitcode(), 3);
+}
+
+TEST(Process, ChildStartedFromAThreadOutlivesTheThread) {
+  // PR_SET_PDEATHSIG would kill this child when the starting thread exits.
+  std::optional<Process> p;
+  std::thread([&] {
+    p.emplace(ProcessOptions{.start = StartMethod::fork}, sleep_ms, 60000);
+    p->start();
+  }).join();
+  std::this_thread::sleep_for(100ms);
+  EXPECT_TRUE(p->is_alive());
+  p->kill();
+  p->join();
+  EXPECT_EQ(p->exitcode(), -SIGKILL);
+}
+
+TEST(Process, DefaultStartMethodFollowsThreadCount) {
+  EXPECT_EQ(mproc::get_start_method(), StartMethod::fork);
+  std::atomic<bool> stop{false};
+  std::thread t([&] {
+    while (!stop) std::this_thread::sleep_for(1ms);
+  });
+  EXPECT_EQ(mproc::get_start_method(), StartMethod::forkserver);
+  stop = true;
+  t.join();
+  mproc::set_start_method(StartMethod::spawn);
+  EXPECT_EQ(mproc::get_start_method(), StartMethod::spawn);
+  mproc::set_start_method(std::nullopt);
+}
+
+TEST(Process, FailedForkIsASystemErrorAndLeavesNothing) {
+  mproc::detail::sys::inject_failure("fork", EAGAIN);
+  Process p(do_nothing);
+  try {
+    p.start();
+    FAIL() << "start() should have thrown";
+  } catch (const mproc::SystemError& e) {
+    EXPECT_EQ(e.code().value(), EAGAIN);
+    EXPECT_NE(std::string(e.what()).find("fork()"), std::string::npos);
+  }
+  EXPECT_EQ(p.pid(), 0);
+}
+
+TEST(Process, FailedExecReportsTheChildsErrno) {
+  mproc::detail::sys::inject_failure("execve", ENOEXEC);
+  Process p(ProcessOptions{.start = StartMethod::spawn}, do_nothing);
+  try {
+    p.start();
+    FAIL() << "start() should have thrown";
+  } catch (const mproc::SystemError& e) {
+    EXPECT_EQ(e.code().value(), ENOEXEC);
+    EXPECT_NE(std::string(e.what()).find("execve"), std::string::npos) << e.what();
+  }
+}
+
+TEST(Process, RunningOutOfDescriptorsIsASystemError) {
+  // A real limit, in a child of the test so the limit does not outlive the test.
+  const int code = mproc::test::in_forked_child([] {
+    const auto fds = mproc::detail::sys::open_fds();
+    rlimit limit{static_cast<rlim_t>(fds.back() + 1), static_cast<rlim_t>(fds.back() + 1)};
+    if (::setrlimit(RLIMIT_NOFILE, &limit) != 0) return 10;
+    // Fill every free slot below the limit, then free exactly one: a start needs more.
+    int last = -1;
+    for (int fd; (fd = ::dup(0)) >= 0;) last = fd;
+    if (last >= 0) ::close(last);
+    try {
+      Process p(do_nothing);
+      p.start();
+      p.join();
+      return 11;
+    } catch (const mproc::SystemError& e) {
+      return e.code().value() == EMFILE ? 0 : 12;
+    }
+  });
+  EXPECT_EQ(code, 0);
+}
+
+TEST(Process, EintrStormDoesNotDisturbStartAndJoin) {
+  struct sigaction act{};
+  act.sa_handler = [](int) {};
+  act.sa_flags = 0;  // no SA_RESTART: every blocking call sees EINTR
+  struct sigaction old{};
+  ASSERT_EQ(::sigaction(SIGALRM, &act, &old), 0);
+  itimerval every{{0, 200}, {0, 200}};
+  ASSERT_EQ(::setitimer(ITIMER_REAL, &every, nullptr), 0);
+  for (StartMethod m : {StartMethod::fork, StartMethod::spawn, StartMethod::forkserver}) {
+    for (int i = 0; i < 5; ++i) {
+      Process p(ProcessOptions{.start = m}, sleep_ms, 20);
+      p.start();
+      EXPECT_FALSE(p.join_for(1ms) && p.exitcode() != 0);
+      p.join();
+      EXPECT_EQ(p.exitcode(), 0) << method_name(m);
+    }
+  }
+  itimerval off{};
+  ::setitimer(ITIMER_REAL, &off, nullptr);
+  ::sigaction(SIGALRM, &old, nullptr);
+}
+
+TEST(Process, KilledForkserverIsReplaced) {
+  Process first(ProcessOptions{.start = StartMethod::forkserver}, do_nothing);
+  first.start();
+  first.join();
+  const auto service = mproc::detail::service_resources();
+  ASSERT_EQ(service.pids.size(), 1u);
+  ::kill(service.pids[0], SIGKILL);
+  ASSERT_TRUE(mproc::test::wait_gone(service.pids[0]));
+  Process second(ProcessOptions{.start = StartMethod::forkserver}, exit_with, 4);
+  second.start();
+  second.join();
+  EXPECT_EQ(second.exitcode(), 4);
+}
+
+TEST(Process, CpuCountIsWithinTheAffinityMask) {
+  const int n = mproc::cpu_count();
+  EXPECT_GE(n, 1);
+  cpu_set_t set;
+  ASSERT_EQ(::sched_getaffinity(0, sizeof set, &set), 0);
+  EXPECT_LE(n, CPU_COUNT(&set));
+  // Pinned to one CPU, a child sees one.
+  const int code = mproc::test::in_forked_child([] {
+    cpu_set_t one;
+    CPU_ZERO(&one);
+    CPU_SET(0, &one);
+    if (::sched_setaffinity(0, sizeof one, &one) != 0) return 10;
+    return mproc::cpu_count();
+  });
+  EXPECT_EQ(code, 1);
+}
+
+}  // namespace
