@@ -28,10 +28,18 @@ std::string crashed_what(std::int64_t pid, int signal, std::optional<int> exit_c
 std::string timeout_what(std::int64_t pid, std::chrono::nanoseconds timeout,
                          std::int64_t task_index) {
   const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(timeout).count();
+  // Appends one piece at a time: g++ 12 -O3 reports a false -Wrestrict for `" " + to_string`.
   std::string s = "task";
-  if (task_index >= 0) s += " " + std::to_string(task_index);
-  return s + " exceeded its timeout of " + std::to_string(ms) + " ms; worker pid " +
-         std::to_string(pid) + " was killed and replaced";
+  if (task_index >= 0) {
+    s += ' ';
+    s += std::to_string(task_index);
+  }
+  s += " exceeded its timeout of ";
+  s += std::to_string(ms);
+  s += " ms; worker pid ";
+  s += std::to_string(pid);
+  s += " was killed and replaced";
+  return s;
 }
 }  // namespace
 

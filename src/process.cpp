@@ -141,9 +141,12 @@ namespace {
 struct Registry {
   std::mutex mu;
   std::vector<std::weak_ptr<ProcessState>> children;
+  Registry* abandoned_next = nullptr;
 };
 // Replaced (not destroyed) after fork: another thread may have held the mutex at fork time.
+// Abandoned copies stay reachable from g_abandoned, so leak checkers do not flag them.
 std::atomic<Registry*> g_registry{nullptr};
+Registry* g_abandoned = nullptr;
 
 Registry& registry() {
   Registry* r = g_registry.load(std::memory_order_acquire);
@@ -197,8 +200,11 @@ void register_child(const std::shared_ptr<ProcessState>& state) {
 }
 
 void reset_registry_after_fork() noexcept {
-  // The parent's copy may be locked by a thread that does not exist here; leak it.
-  g_registry.store(nullptr, std::memory_order_release);
+  // The parent's copy may be locked by a thread that does not exist here: abandon it.
+  if (Registry* old = g_registry.exchange(nullptr)) {
+    old->abandoned_next = g_abandoned;
+    g_abandoned = old;
+  }
 }
 
 // ---- child life ---------------------------------------------------------------------------------

@@ -153,9 +153,10 @@ Process::Process(ProcessOptions options, F&& target, Args&&... args)
     std::apply([](auto& fn, auto&... a) { std::invoke(fn, a...); }, *bound);
   };
   detail::CallWriter call_writer;
-  if constexpr (detail::transferable_call<std::decay_t<F>, std::decay_t<Args>...>) {
+  if constexpr (detail::transferable_target<std::decay_t<F>, std::decay_t<Args>...>) {
     call_writer = [bound](Encoder& out) {
-      std::apply([&out](const auto&... parts) { detail::encode_call(out, parts...); }, *bound);
+      std::apply([&out](const auto&... parts) { detail::encode_call_discarding_result(out, parts...); },
+                 *bound);
     };
   }
   *this = Process(std::move(options), std::move(fork_target), std::move(call_writer));
