@@ -22,6 +22,8 @@
 #include <thread>
 #include <vector>
 
+#include "support/child_main.hpp"
+
 namespace {
 
 using mproc::Decoder;
@@ -605,15 +607,13 @@ TEST(Callable, CallEncodedInTheParentRunsInAForkChild) {
 constexpr const char* kExecCallsEnv = "MPROC_CALLABLE_TEST_CALLS";
 constexpr const char* kExecFdEnv = "MPROC_CALLABLE_TEST_FD";
 
-// Helper run by Callable.CallsEncodedHereRunInAFreshExecOfThisBinary in a re-exec'd copy of
-// this test binary: runs the comma-separated hex calls of its environment and writes the hex
-// results, then the address of `add` in this process. Skipped when run on its own.
-TEST(CallableExecHelper, RunsTheCallsNamedInItsEnvironment) {
+// Child program for Callable.CallsEncodedHereRunInAFreshExecOfThisBinary, run in a re-exec'd
+// copy of this test binary: runs the comma-separated hex calls of its environment and writes
+// the hex results, then the address of `add` in this process.
+MPROC_TEST_CHILD_MAIN(callable_exec_child) {
   const char* calls = std::getenv(kExecCallsEnv);
   const char* fd_text = std::getenv(kExecFdEnv);
-  if (calls == nullptr || fd_text == nullptr) {
-    GTEST_SKIP() << "helper of Callable.CallsEncodedHereRunInAFreshExecOfThisBinary";
-  }
+  if (calls == nullptr || fd_text == nullptr) return 2;
   const int fd = std::atoi(fd_text);
   std::string line;
   std::string rest = calls;
@@ -628,8 +628,9 @@ TEST(CallableExecHelper, RunsTheCallsNamedInItsEnvironment) {
     line += to_hex(result.bytes()) + " ";
   }
   line += std::to_string(reinterpret_cast<std::uintptr_t>(&add)) + "\n";
-  ASSERT_EQ(::write(fd, line.data(), line.size()), static_cast<ssize_t>(line.size()));
+  if (::write(fd, line.data(), line.size()) != static_cast<ssize_t>(line.size())) return 3;
   ::close(fd);
+  return 0;
 }
 
 TEST(Callable, CallsEncodedHereRunInAFreshExecOfThisBinary) {
@@ -646,12 +647,13 @@ TEST(Callable, CallsEncodedHereRunInAFreshExecOfThisBinary) {
   // Everything the child needs is prepared before fork: it only dup2s and execs.
   const int child_fd = 100;
   const std::string fd_env = std::string(kExecFdEnv) + "=" + std::to_string(child_fd);
-  const std::string filter = "--gtest_filter=CallableExecHelper.RunsTheCallsNamedInItsEnvironment";
-  const char* argv[] = {"callable_test", filter.c_str(), nullptr};
+  const std::string child_env = std::string(mproc::test::child_main_env) + "=callable_exec_child";
+  const char* argv[] = {"callable_test", nullptr};
   std::vector<const char*> envp;
   for (char** e = environ; *e != nullptr; ++e) envp.push_back(*e);
   envp.push_back(calls_env.c_str());
   envp.push_back(fd_env.c_str());
+  envp.push_back(child_env.c_str());
   envp.push_back(nullptr);
 
   const pid_t pid = ::fork();
