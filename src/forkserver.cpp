@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include <array>
+#include <atomic>
 #include <cerrno>
 #include <cstring>
 #include <mutex>
@@ -49,8 +50,20 @@ struct Client {
   UniqueFd control;
 };
 
+// Leaked on purpose: used at exit and after fork. Created on first use; forget_after_fork()
+// must not create it (allocating in a fork child copies pages for nothing).
+std::atomic<Client*> g_client{nullptr};
+
 Client& client() {
-  static Client* c = new Client;  // leaked: used at exit and after fork
+  Client* c = g_client.load(std::memory_order_acquire);
+  if (c == nullptr) {
+    auto* fresh = new Client;
+    if (g_client.compare_exchange_strong(c, fresh)) {
+      c = fresh;
+    } else {
+      delete fresh;
+    }
+  }
   return *c;
 }
 
@@ -152,7 +165,11 @@ bool read_request(int control, std::vector<std::byte>& body, std::vector<UniqueF
 }  // namespace
 
 void forget_after_fork() noexcept {
-  Client& c = client();
+  Client* existing = g_client.load(std::memory_order_acquire);
+  if (existing == nullptr) return;
+  Client& c = *existing;
+  // Nothing to forget (and no page to dirty) unless a forkserver was started.
+  if (c.pid == 0 && !c.control && !c.pidfd) return;
   // The mutex may have been held by a parent thread at fork time: replace, don't unlock.
   new (&c.mu) std::mutex;
   c.control.reset();
@@ -202,6 +219,7 @@ void add_service_resources(std::vector<int>& pids, std::vector<int>& fds) {
       UniqueFd status = std::move(fds.front());
       fds.erase(fds.begin());
       flush_stdio_before_fork();
+      const int server_pid = ::getpid();
       const pid_t pid = [] {
         lifeline::ForkScope scope;
         return ::fork();
@@ -211,7 +229,9 @@ void add_service_resources(std::vector<int>& pids, std::vector<int>& fds) {
         continue;
       }
       if (pid == 0) {
-        prepare_fork_child(::getppid(), /*keep_lifeline_across_exec=*/true);
+        // The forkserver's loop runs on its main thread.
+        prepare_fork_child(server_pid, /*keep_lifeline_across_exec=*/true,
+                           /*forked_by_main_thread=*/true);
         struct sigaction dfl{};
         dfl.sa_handler = SIG_DFL;
         ::sigaction(SIGINT, &dfl, nullptr);
@@ -226,19 +246,12 @@ void add_service_resources(std::vector<int>& pids, std::vector<int>& fds) {
         run_child_and_exit(
             [&] {
               Decoder in(body);
-              if (decode<std::uint32_t>(in) != bootstrap::spawn_magic ||
-                  decode<std::uint32_t>(in) != bootstrap::spawn_version) {
-                throw ProtocolError("forkserver child: bad start message");
-              }
-              auto name = decode<std::string>(in);
-              const auto client_pid = decode<std::int32_t>(in);
-              auto client_name = decode<std::string>(in);
-              const auto fd_numbers = decode<std::vector<int>>(in);
-              if (fd_numbers.size() != fds.size()) {
+              spawn::StartMessage start = spawn::decode_start_message(in);
+              if (start.fd_numbers.size() != fds.size()) {
                 throw ProtocolError("forkserver child: descriptor count mismatch");
               }
-              become_child(std::move(name), client_pid, std::move(client_name));
-              Decoder call(in.read_bytes(in.remaining()), fds);
+              become_child(std::move(start.name), start.parent_pid, std::move(start.parent_name));
+              Decoder call(start.call, fds);
               run_call(call, nullptr);
             },
             /*use_exit=*/false);
@@ -266,14 +279,7 @@ void start_forkserver(ProcessState& state) {
                      std::to_string(call.fds().size()) + " descriptors; at most " +
                      std::to_string(forkserver::kMaxFds - 1) + " can travel to a child");
   }
-  Encoder body;
-  encode(body, bootstrap::spawn_magic);
-  encode(body, bootstrap::spawn_version);
-  encode(body, state.name);
-  encode(body, static_cast<std::int32_t>(::getpid()));
-  encode(body, identity().name);
-  encode(body, call.fds());
-  body.write_bytes(call.bytes());
+  const Encoder body = spawn::encode_start_message(state.name, call);
   const std::uint64_t length = body.bytes().size();
 
   auto status = sys::socketpair(SOCK_STREAM);

@@ -61,10 +61,21 @@ void ensure() {
   g_write.store(ends.second.release(), std::memory_order_release);
 }
 
-bool arm_in_child(int parent_pid, bool keep_across_exec) noexcept {
+bool arm_in_child(int parent_pid, bool keep_across_exec, bool forked_by_main_thread) noexcept {
   const int inherited_read = g_read.exchange(-1);
   const int inherited_write = g_write.exchange(-1);
-  if (inherited_read < 0) return true;  // parent had no lifeline: nothing to arm
+  if (forked_by_main_thread) {
+    // The main thread lives as long as the process (short of pthread_exit in main), so the
+    // cheap kernel mechanism is exact here; it survives exec too.
+    if (inherited_write >= 0) ::close(inherited_write);
+    if (inherited_read >= 0) ::close(inherited_read);
+    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+    return ::getppid() == parent_pid;
+  }
+  if (inherited_read < 0) {
+    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+    return ::getppid() == parent_pid;
+  }
   char path[32];
   fd_path(path, inherited_read);
   // A separate open file description: O_ASYNC and the owner are per description, and the
@@ -92,6 +103,8 @@ bool arm_in_child(int parent_pid, bool keep_across_exec) noexcept {
 
 ForkScope::ForkScope() noexcept { t_forking_for_mproc = true; }
 ForkScope::~ForkScope() { t_forking_for_mproc = false; }
+
+bool on_main_thread() noexcept { return ::gettid() == ::getpid(); }
 
 int read_fd() noexcept { return g_read.load(); }
 int write_fd() noexcept { return g_write.load(); }

@@ -1,8 +1,9 @@
 // lifeline.hpp — children die when their parent dies (internal).
 //
 // PR_SET_PDEATHSIG fires when the *thread* that forked a child exits, not the process, so a
-// child started from a short-lived thread would be killed early. mproc uses a lifeline pipe
-// instead: the parent holds both ends for its whole life and never writes. Each child opens
+// child started from a short-lived thread would be killed early. mproc uses it only for
+// children forked by the main thread (which lives as long as the process) and a lifeline pipe
+// for the others: the parent holds both ends for its whole life and never writes. Each child opens
 // its own open-file description of the read end (via /proc/self/fd) and arms it with
 // O_ASYNC + F_SETSIG(SIGKILL) + F_SETOWN(self), then drops its inherited copies of both ends.
 // When the parent process dies its write end closes; the kernel then signals every armed
@@ -19,9 +20,14 @@ void ensure();
 
 /// In a freshly forked child (async-signal-safe): arms SIGKILL-on-parent-death, drops the
 /// inherited lifeline descriptors and forgets them, so the child creates its own lifeline
-/// for its own children. `keep_across_exec` leaves the armed descriptor open across exec.
-/// Returns false if the parent is already gone (the caller should _exit at once).
-bool arm_in_child(int parent_pid, bool keep_across_exec) noexcept;
+/// for its own children. `forked_by_main_thread` (computed in the parent) selects
+/// PR_SET_PDEATHSIG; otherwise the lifeline is armed, and `keep_across_exec` leaves the armed
+/// descriptor open across exec. Returns false if the parent is already gone (the caller
+/// should _exit at once).
+bool arm_in_child(int parent_pid, bool keep_across_exec, bool forked_by_main_thread) noexcept;
+
+/// True when the calling thread is the process's main thread.
+bool on_main_thread() noexcept;
 
 /// Marks the calling thread as forking on mproc's behalf for its lifetime. A fork() made
 /// without one (by the program itself, or another library) gets a child that simply drops

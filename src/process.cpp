@@ -1,6 +1,7 @@
 #include "mproc/process.hpp"
 
 #include <cxxabi.h>
+#include <stdio_ext.h>
 #include <poll.h>
 #include <pthread.h>
 #include <sched.h>
@@ -16,6 +17,9 @@
 #include <cstring>
 #include <fstream>
 #include <iostream>
+#if defined(__GLIBCXX__)
+#include <ext/stdio_sync_filebuf.h>
+#endif
 #include <sstream>
 
 #include "detail/sys.hpp"
@@ -86,13 +90,11 @@ void ProcessState::signal(int sig) {
 
 // ---- identity ---------------------------------------------------------------------------------
 
-Identity& identity() {
-  // Deliberately leaked: used from atexit handlers and static constructors in any order.
-  static Identity* self = new Identity;
-  return *self;
-}
-
 namespace {
+// The identity in force; replaced wholesale (never mutated) so a fork child adopts a new one
+// with a single pointer store. Deliberately leaked: used from atexit handlers and static
+// constructors in any order.
+std::atomic<Identity*> g_identity{nullptr};
 std::atomic<int> g_child_counter{0};
 
 std::string path_string(const std::vector<int>& path) {
@@ -103,7 +105,43 @@ std::string path_string(const std::vector<int>& path) {
   }
   return s;
 }
+
+// "Process-1:2" -> {1, 2}; names that do not follow the scheme give {}.
+std::vector<int> path_of(const std::string& name) {
+  std::vector<int> path;
+  const auto dash = name.rfind('-');
+  if (dash == std::string::npos) return path;
+  int value = 0;
+  bool digits = false;
+  for (std::size_t i = dash + 1; i <= name.size(); ++i) {
+    const char c = i < name.size() ? name[i] : ':';
+    if (c >= '0' && c <= '9' && value < 100'000'000) {
+      value = value * 10 + (c - '0');
+      digits = true;
+    } else if (c == ':' && digits) {
+      path.push_back(value);
+      value = 0;
+      digits = false;
+    } else {
+      return {};
+    }
+  }
+  return path;
+}
 }  // namespace
+
+Identity& identity() {
+  Identity* self = g_identity.load(std::memory_order_acquire);
+  if (self == nullptr) {
+    auto* fresh = new Identity;
+    if (g_identity.compare_exchange_strong(self, fresh)) {
+      self = fresh;
+    } else {
+      delete fresh;
+    }
+  }
+  return *self;
+}
 
 std::string next_child_name() {
   auto path = identity().path;
@@ -111,28 +149,25 @@ std::string next_child_name() {
   return "Process-" + path_string(path);
 }
 
+Identity* make_child_identity(std::string name, int parent_pid, std::string parent_name) {
+  auto* child = new Identity;
+  child->path = path_of(name);
+  child->name = std::move(name);
+  child->parent_pid = parent_pid;
+  child->parent_name = std::move(parent_name);
+  return child;
+}
+
+void adopt_identity(Identity* child) noexcept {
+  // The parent's identity stays allocated in this copy of its memory, reachable through
+  // `previous` (so leak checkers do not flag it); nothing frees it.
+  child->previous = g_identity.load(std::memory_order_relaxed);
+  g_identity.store(child, std::memory_order_release);
+  g_child_counter.store(0, std::memory_order_relaxed);
+}
+
 void become_child(std::string name, int parent_pid, std::string parent_name) {
-  Identity& self = identity();
-  self.name = std::move(name);
-  self.parent_pid = parent_pid;
-  self.parent_name = std::move(parent_name);
-  // "Process-1:2" -> path {1, 2}, so this child's own children become "Process-1:2:1"...
-  self.path.clear();
-  const auto dash = self.name.rfind('-');
-  if (dash != std::string::npos) {
-    std::stringstream in(self.name.substr(dash + 1));
-    std::string part;
-    while (std::getline(in, part, ':')) {
-      char* end = nullptr;
-      const long v = std::strtol(part.c_str(), &end, 10);
-      if (end == part.c_str() || *end != '\0') {
-        self.path.clear();
-        break;
-      }
-      self.path.push_back(static_cast<int>(v));
-    }
-  }
-  g_child_counter.store(0);
+  adopt_identity(make_child_identity(std::move(name), parent_pid, std::move(parent_name)));
 }
 
 // ---- registry of live children ----------------------------------------------------------------
@@ -174,7 +209,7 @@ void at_exit_reap_children() noexcept {
   }
   for (auto& state : live) {
     try {
-      if (!state->owned_here()) continue;
+      if (!state->started() || !state->owned_here()) continue;
       if (state->daemon) state->signal(SIGKILL);
       state->wait(std::nullopt);
     } catch (const std::exception& e) {
@@ -221,6 +256,20 @@ std::string current_exception_type() {
 }
 }  // namespace
 
+void flush_standard_streams() noexcept {
+  // Only what has pending output: every FILE or stream touched here is a page the child copies.
+#if defined(__GLIBCXX__)
+  // With sync_with_stdio(true), the default, std::cout writes straight into C's stdout.
+  if (dynamic_cast<__gnu_cxx::stdio_sync_filebuf<char>*>(std::cout.rdbuf()) == nullptr) {
+    std::cout.flush();
+  }
+#else
+  std::cout.flush();
+#endif
+  if (::__fpending(stdout) > 0) std::fflush(stdout);
+  if (::__fpending(stderr) > 0) std::fflush(stderr);
+}
+
 void run_child_and_exit(const std::function<void()>& body, bool use_exit) noexcept {
   int code = 0;
   try {
@@ -242,10 +291,8 @@ void run_child_and_exit(const std::function<void()>& body, bool use_exit) noexce
   }
   if (use_exit) std::exit(code);
   // A fork child's statics are copies of the parent's: run no destructors, only flush what
-  // the target printed.
-  std::cout.flush();
-  std::cerr.flush();
-  std::fflush(nullptr);
+  // the target printed to stdout/stderr (as Python's os._exit path does).
+  flush_standard_streams();
   ::_exit(code);
 }
 
@@ -347,13 +394,15 @@ void Process::start() {
   }
   detail::bootstrap::anchor();
   detail::lifeline::ensure();
+  // Registered before the child exists: bookkeeping done after fork() would dirty pages the
+  // parent still shares with the child, and each one would be copied.
+  state_->owner = ::getpid();
+  detail::register_child(state_);
   switch (state_->method) {
     case StartMethod::fork: detail::start_fork(*state_); break;
     case StartMethod::spawn: detail::start_spawn(*state_); break;
     case StartMethod::forkserver: detail::start_forkserver(*state_); break;
   }
-  state_->owner = ::getpid();
-  detail::register_child(state_);
 }
 
 namespace {
@@ -440,7 +489,7 @@ std::vector<ProcessInfo> active_children() {
   std::vector<ProcessInfo> live;
   for (auto& s : states) {
     // Like Python, asking reaps the children that have ended.
-    if (s->owned_here() && !s->exitcode()) live.emplace_back(s->pid, s->name);
+    if (s->started() && s->owned_here() && !s->exitcode()) live.emplace_back(s->pid, s->name);
   }
   return live;
 }

@@ -5,6 +5,7 @@
 
 #include <cstdio>
 #include <iostream>
+#include <memory>
 
 #include "detail/sys.hpp"
 #include "forkserver.hpp"
@@ -20,8 +21,9 @@ void flush_stdio_before_fork() noexcept {
   std::fflush(nullptr);
 }
 
-void prepare_fork_child(int parent_pid, bool keep_lifeline_across_exec) noexcept {
-  if (!lifeline::arm_in_child(parent_pid, keep_lifeline_across_exec)) {
+void prepare_fork_child(int parent_pid, bool keep_lifeline_across_exec,
+                        bool forked_by_main_thread) noexcept {
+  if (!lifeline::arm_in_child(parent_pid, keep_lifeline_across_exec, forked_by_main_thread)) {
     ::_exit(128 + SIGKILL);  // the parent died before we could arm: do as the signal would
   }
   // Signals a parent thread had blocked must not stay blocked in the child.
@@ -32,20 +34,27 @@ void prepare_fork_child(int parent_pid, bool keep_lifeline_across_exec) noexcept
 
 void start_fork(ProcessState& state) {
   const int parent_pid = ::getpid();
-  std::string parent_name = identity().name;
+  // Prepared here so the child only stores a pointer: every page a fork child writes is
+  // copied, and allocating touches many.
+  std::unique_ptr<Identity> child_identity(
+      make_child_identity(state.name, parent_pid, identity().name));
+  const bool main_thread = lifeline::on_main_thread();
   flush_stdio_before_fork();
   const pid_t pid = [] {
     lifeline::ForkScope scope;
     return sys::fork();
   }();
   if (pid == 0) {
-    prepare_fork_child(parent_pid, /*keep_lifeline_across_exec=*/true);
+    prepare_fork_child(parent_pid, /*keep_lifeline_across_exec=*/true, main_thread);
     reset_registry_after_fork();
     forkserver::forget_after_fork();
-    become_child(state.name, parent_pid, std::move(parent_name));
+    adopt_identity(child_identity.release());
     run_child_and_exit(state.fork_target, /*use_exit=*/false);
   }
-  state.pid = pid;
+  track_child(state, pid);
+}
+
+void track_child(ProcessState& state, pid_t pid) {
   try {
     state.pidfd = sys::pidfd_open(pid);
   } catch (...) {
@@ -54,9 +63,9 @@ void start_fork(ProcessState& state) {
     int status = 0;
     while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
     }
-    state.pid = 0;
     throw;
   }
+  state.pid = pid;
 }
 
 }  // namespace mproc::detail

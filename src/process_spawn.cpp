@@ -66,13 +66,14 @@ int exec_self(const std::string& role, int channel_fd, const std::vector<int>& k
   // Close-on-exec error pipe: EOF means exec succeeded, 4 bytes are the child's errno.
   auto error_pipe = sys::pipe();
   const int parent_pid = ::getpid();
+  const bool main_thread = lifeline::on_main_thread();
   flush_stdio_before_fork();
   const pid_t pid = [] {
     lifeline::ForkScope scope;
     return sys::fork();
   }();
   if (pid == 0) {
-    prepare_fork_child(parent_pid, /*keep_lifeline_across_exec=*/true);
+    prepare_fork_child(parent_pid, /*keep_lifeline_across_exec=*/true, main_thread);
     int err = 0;
     for (int fd : inherit) {
       const int flags = ::fcntl(fd, F_GETFD);
@@ -129,26 +130,46 @@ int exec_self(const std::string& role, int channel_fd, const std::vector<int>& k
         }
         channel.reset();
         Decoder in(body);
-        if (decode<std::uint32_t>(in) != bootstrap::spawn_magic ||
-            decode<std::uint32_t>(in) != bootstrap::spawn_version) {
-          throw ProtocolError("spawn child: start message has a bad magic or version");
-        }
-        auto name = decode<std::string>(in);
-        const auto parent_pid = decode<std::int32_t>(in);
-        auto parent_name = decode<std::string>(in);
-        const auto fd_numbers = decode<std::vector<int>>(in);
+        StartMessage start = decode_start_message(in);
         std::vector<UniqueFd> fds;
-        fds.reserve(fd_numbers.size());
-        for (int n : fd_numbers) {
+        fds.reserve(start.fd_numbers.size());
+        for (int n : start.fd_numbers) {
           fds.emplace_back(n);
           // Descriptors the call owns must not leak into programs it exec's.
           sys::set_cloexec(n, true);
         }
-        become_child(std::move(name), parent_pid, std::move(parent_name));
-        Decoder call(in.read_bytes(in.remaining()), fds);
+        become_child(std::move(start.name), start.parent_pid, std::move(start.parent_name));
+        Decoder call(start.call, fds);
         run_call(call, nullptr);
       },
       /*use_exit=*/true);
+}
+
+Encoder encode_start_message(const std::string& name, const Encoder& call) {
+  Encoder body;
+  body.reserve(256 + name.size() + call.bytes().size());
+  encode(body, bootstrap::spawn_magic);
+  encode(body, bootstrap::spawn_version);
+  encode(body, name);
+  encode(body, static_cast<std::int32_t>(::getpid()));
+  encode(body, identity().name);
+  encode(body, call.fds());
+  body.write_bytes(call.bytes());
+  return body;
+}
+
+StartMessage decode_start_message(Decoder& in) {
+  if (decode<std::uint32_t>(in) != bootstrap::spawn_magic ||
+      decode<std::uint32_t>(in) != bootstrap::spawn_version) {
+    throw ProtocolError("child start message has a bad magic or version");
+  }
+  StartMessage m;
+  m.name = decode<std::string>(in);
+  m.parent_pid = decode<std::int32_t>(in);
+  m.parent_name = decode<std::string>(in);
+  m.fd_numbers = decode<std::vector<int>>(in);
+  m.call = in.read_bytes(in.remaining());
+  return m;
 }
 
 }  // namespace spawn
@@ -156,27 +177,12 @@ int exec_self(const std::string& role, int channel_fd, const std::vector<int>& k
 void start_spawn(ProcessState& state) {
   Encoder call;
   state.call_writer(call);
-  Encoder body;
-  encode(body, bootstrap::spawn_magic);
-  encode(body, bootstrap::spawn_version);
-  encode(body, state.name);
-  encode(body, static_cast<std::int32_t>(::getpid()));
-  encode(body, identity().name);
-  encode(body, call.fds());
-  body.write_bytes(call.bytes());
+  const Encoder body = spawn::encode_start_message(state.name, call);
 
   auto channel = sys::socketpair(SOCK_STREAM);
   const pid_t pid = spawn::exec_self("spawn", channel.second.get(), call.fds());
   channel.second.reset();
-  state.pid = pid;
-  try {
-    state.pidfd = sys::pidfd_open(pid);
-  } catch (...) {
-    ::kill(pid, SIGKILL);
-    spawn::reap_blocking(pid);
-    state.pid = 0;
-    throw;
-  }
+  track_child(state, pid);
   const std::uint64_t length = body.bytes().size();
   try {
     sys::send_all(channel.first.get(), std::as_bytes(std::span(&length, 1)));

@@ -56,12 +56,17 @@ struct Identity {
   std::vector<int> path;            ///< e.g. {1, 2} for "Process-1:2"
   int parent_pid = 0;               ///< 0 in the main process
   std::string parent_name;
+  Identity* previous = nullptr;     ///< the identity this one replaced (kept reachable)
 };
 Identity& identity();
 /// The name the next child gets: "Process-<path>:<n>".
 std::string next_child_name();
-/// Called in every new child (fork, and spawn/forkserver bootstrap) with its new identity:
-/// forgets the parent's children and registry state.
+/// A child's identity, built by the parent before fork so that the child only swaps a pointer
+/// (allocating in a fork child touches, and so copies, many pages).
+Identity* make_child_identity(std::string name, int parent_pid, std::string parent_name);
+/// In the child (async-signal-safe): makes `child` this process's identity.
+void adopt_identity(Identity* child) noexcept;
+/// make_child_identity + adopt_identity, for spawn and forkserver children.
 void become_child(std::string name, int parent_pid, std::string parent_name);
 
 // ---- the registry of live children ---------------------------------------------------------
@@ -73,11 +78,17 @@ void reset_registry_after_fork() noexcept;
 void start_fork(ProcessState& state);
 void start_spawn(ProcessState& state);
 void start_forkserver(ProcessState& state);
+/// Takes a pidfd for the new direct child `pid` and records both in `state`; if that fails,
+/// kills and reaps the child before rethrowing.
+void track_child(ProcessState& state, pid_t pid);
 
 /// Runs `body` as a child's whole life and exits: 0 on return, 1 (after printing the
 /// exception with the process name) on an exception. `use_exit` calls std::exit (a fresh
 /// exec'd image) instead of _exit (a fork copy, whose statics belong to the parent).
 [[noreturn]] void run_child_and_exit(const std::function<void()>& body, bool use_exit) noexcept;
+
+/// Flushes stdout, stderr and std::cout if they hold pending output.
+void flush_standard_streams() noexcept;
 
 /// Number of threads in this process (from /proc/self/stat).
 int thread_count();
@@ -87,7 +98,8 @@ int thread_count();
 namespace mproc::detail {
 /// Flushes C and C++ output buffers so a fork does not duplicate pending output.
 void flush_stdio_before_fork() noexcept;
-/// First steps of every forked child (async-signal-safe): arm the lifeline (exit at once if
-/// the parent is already gone) and unblock all signals.
-void prepare_fork_child(int parent_pid, bool keep_lifeline_across_exec) noexcept;
+/// First steps of every forked child (async-signal-safe): arm death-with-parent (exit at once
+/// if the parent is already gone; see lifeline.hpp) and unblock all signals.
+void prepare_fork_child(int parent_pid, bool keep_lifeline_across_exec,
+                        bool forked_by_main_thread) noexcept;
 }  // namespace mproc::detail

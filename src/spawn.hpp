@@ -1,6 +1,8 @@
 // spawn.hpp — the spawn start method's child side (internal).
 #pragma once
 
+#include <cstdint>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -12,6 +14,20 @@ namespace mproc::detail::spawn {
 /// the bootstrap body's fixed fields; see bootstrap.hpp). Returns the child's pid; throws
 /// SystemError with the child's errno if exec failed. `keep_fds` stay open in the child.
 int exec_self(const std::string& role, int channel_fd, const std::vector<int>& keep_fds);
+
+/// The body of a start message (bootstrap.hpp) for `state`, whose call is `call`.
+Encoder encode_start_message(const std::string& name, const Encoder& call);
+
+/// The fields of a start message's body; `call` points into the decoded buffer.
+struct StartMessage {
+  std::string name;
+  std::int32_t parent_pid = 0;
+  std::string parent_name;
+  std::vector<int> fd_numbers;  ///< the call's descriptors as numbered in the parent
+  std::span<const std::byte> call;
+};
+/// Reads a start message's body; ProtocolError on a bad magic or version.
+StartMessage decode_start_message(Decoder& in);
 
 /// Body of a spawn child: reads the start message from `fd`, runs the call, exits.
 [[noreturn]] void run_child(int fd) noexcept;

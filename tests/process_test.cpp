@@ -180,17 +180,26 @@ TEST_P(EveryStartMethod, ManyMoreChildrenThanCores) {
   for (int i = 0; i < 24; ++i) EXPECT_EQ(ps[i].exitcode(), i % 5);
 }
 
-TEST_P(EveryStartMethod, ChildDiesWhenItsParentIsKilled) {
+// Starts a sleeping child from a process of its own (from its main thread, or from a thread
+// that has exited by then), kills that process with SIGKILL and returns the child's pid.
+int kill_parent_of_sleeping_child(StartMethod method, bool from_thread) {
   int pipefd[2];
-  ASSERT_EQ(::pipe(pipefd), 0);
-  const StartMethod method = GetParam();
+  if (::pipe(pipefd) != 0) return -1;
   const pid_t middle = ::fork();
   if (middle == 0) {
     ::close(pipefd[0]);
     try {
-      Process p(ProcessOptions{.start = method}, sleep_ms, 60000);
-      p.start();
-      const int pid = p.pid();
+      std::optional<Process> p;
+      auto start = [&] {
+        p.emplace(ProcessOptions{.start = method}, sleep_ms, 60000);
+        p->start();
+      };
+      if (from_thread) {
+        std::thread(start).join();
+      } else {
+        start();
+      }
+      const int pid = p->pid();
       if (::write(pipefd[1], &pid, sizeof pid) != sizeof pid) ::_exit(1);
       ::pause();
     } catch (...) {
@@ -199,13 +208,24 @@ TEST_P(EveryStartMethod, ChildDiesWhenItsParentIsKilled) {
   }
   ::close(pipefd[1]);
   int grandchild = 0;
-  ASSERT_EQ(::read(pipefd[0], &grandchild, sizeof grandchild), sizeof grandchild);
+  const bool got = ::read(pipefd[0], &grandchild, sizeof grandchild) == sizeof grandchild;
   ::close(pipefd[0]);
-  EXPECT_TRUE(mproc::test::pid_running(grandchild));
   ::kill(middle, SIGKILL);
   int status = 0;
   ::waitpid(middle, &status, 0);
-  EXPECT_TRUE(mproc::test::wait_gone(grandchild)) << "child outlived its killed parent";
+  return got ? grandchild : -1;
+}
+
+TEST_P(EveryStartMethod, ChildStartedByTheMainThreadDiesWhenItsParentIsKilled) {
+  const int child = kill_parent_of_sleeping_child(GetParam(), /*from_thread=*/false);
+  ASSERT_GT(child, 0);
+  EXPECT_TRUE(mproc::test::wait_gone(child)) << "child outlived its killed parent";
+}
+
+TEST_P(EveryStartMethod, ChildStartedByAnExitedThreadDiesWhenItsParentIsKilled) {
+  const int child = kill_parent_of_sleeping_child(GetParam(), /*from_thread=*/true);
+  ASSERT_GT(child, 0);
+  EXPECT_TRUE(mproc::test::wait_gone(child)) << "child outlived its killed parent";
 }
 
 TEST(Process, ChildDiesWithItsParentEvenIfTheParentForkedByHand) {
