@@ -1,6 +1,8 @@
 // Process: exit codes, start methods, names, lifetime, failures.
 #include "mproc/process.hpp"
 
+#include "mproc/pipe.hpp"
+
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/resource.h>
@@ -50,6 +52,13 @@ void check_parent(int parent_pid) {
 // Initialised by the program's static initialisers: a spawn child must see it.
 const std::string g_initialised_global = std::string("ready") + "!";
 void check_global() { std::exit(g_initialised_global == "ready!" ? 0 : 6); }
+
+// Replies through a Connection received as an argument (an fd inherited by fork, passed by
+// SCM_RIGHTS to the forkserver, inherited across exec by spawn).
+void echo_doubled(mproc::Connection conn) {
+  const int n = conn.recv<int>();
+  conn.send(std::to_string(n * 2) + " from " + mproc::current_process().name());
+}
 
 const char* method_name(StartMethod m) {
   switch (m) {
@@ -156,6 +165,27 @@ TEST_P(EveryStartMethod, ChildKnowsItsNameAndParent) {
   child.start();
   child.join();
   EXPECT_EQ(child.exitcode(), 0);
+}
+
+TEST_P(EveryStartMethod, ConnectionArgumentReachesTheChild) {
+  auto [mine, theirs] = mproc::Pipe();
+  Process p(opts("Echo"), echo_doubled, theirs);
+  p.start();
+  theirs.close();  // the child holds its own copy now
+  mine.send(21);
+  EXPECT_EQ(mine.recv<std::string>(), "42 from Echo");
+  p.join();
+  EXPECT_EQ(p.exitcode(), 0);
+}
+
+TEST_P(EveryStartMethod, PeerOfADeadChildSeesConnectionClosed) {
+  auto [mine, theirs] = mproc::Pipe();
+  Process p(opts(), [](mproc::Connection c) { (void)c; std::raise(SIGKILL); }, theirs);
+  p.start();
+  theirs.close();
+  EXPECT_THROW((void)mine.recv<int>(), mproc::ConnectionClosed);
+  p.join();
+  EXPECT_EQ(p.exitcode(), -SIGKILL);
 }
 
 TEST_P(EveryStartMethod, ChildSeesStaticallyInitialisedGlobals) {

@@ -3,8 +3,12 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
+#include <linux/futex.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
@@ -16,6 +20,7 @@
 #include <atomic>
 #include <cerrno>
 #include <climits>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <string>
@@ -303,20 +308,6 @@ void shutdown(int fd, int how) {
   check(::shutdown(fd, how), "shutdown(" + std::to_string(how) + ")");
 }
 
-void setsockopt_int(int fd, int level, int option, int value) {
-  MPROC_INJECT("setsockopt");
-  check(::setsockopt(fd, level, option, &value, sizeof value),
-        "setsockopt(" + std::to_string(level) + ", " + std::to_string(option) + ")");
-}
-
-int getsockopt_int(int fd, int level, int option) {
-  int value = 0;
-  socklen_t len = sizeof value;
-  check(::getsockopt(fd, level, option, &value, &len),
-        "getsockopt(" + std::to_string(level) + ", " + std::to_string(option) + ")");
-  return value;
-}
-
 // ---- processes ----------------------------------------------------------------------------------
 
 pid_t fork() {
@@ -355,6 +346,133 @@ void setrlimit(int resource, const rlimit& limit) {
 
 void sigaction(int sig, const struct sigaction& act, struct sigaction* old) {
   check(::sigaction(sig, &act, old), "sigaction(" + std::to_string(sig) + ")");
+}
+
+// ---- shared memory and futexes -------------------------------------------------------------------
+
+UniqueFd memfd_create(const char* name) {
+  MPROC_INJECT("memfd_create");
+  return UniqueFd(static_cast<int>(
+      check(::memfd_create(name, MFD_CLOEXEC), std::string("memfd_create(\"") + name + "\")")));
+}
+
+void allocate(int fd, std::size_t size) {
+  // An injected failure stands for posix_fallocate's result, so that tests see the message a
+  // real full tmpfs gives (with the fix in it).
+  const int injected_fallocate = injected("fallocate");
+  for (;;) {
+    if (::ftruncate(fd, static_cast<off_t>(size)) == 0) break;
+    if (errno != EINTR) throw_errno("ftruncate(" + std::to_string(size) + ")", errno);
+  }
+  if (size == 0) return;
+  int rc = injected_fallocate;
+  if (rc == 0) {
+    do {
+      rc = ::posix_fallocate(fd, 0, static_cast<off_t>(size));
+    } while (rc == EINTR);
+  }
+  if (rc != 0) {
+    std::string call = "posix_fallocate(" + std::to_string(size) + " bytes)";
+    if (rc == ENOSPC) {
+      call += " — shared memory (tmpfs, e.g. /dev/shm) is full; free some or enlarge it "
+              "(containers: --shm-size)";
+    }
+    throw_errno(call, rc);
+  }
+}
+
+std::size_t file_size(int fd) {
+  struct stat st {};
+  check(::fstat(fd, &st), "fstat()");
+  return static_cast<std::size_t>(st.st_size);
+}
+
+void* map_shared(int fd, std::size_t size) {
+  MPROC_INJECT("mmap");
+  void* p = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  if (p == MAP_FAILED) throw_errno("mmap(" + std::to_string(size) + " bytes)", errno);
+  return p;
+}
+
+void unmap(void* addr, std::size_t size) noexcept {
+  if (::munmap(addr, size) != 0) {
+    log(LogLevel::error, std::string("munmap(): ") + std::strerror(errno));
+  }
+}
+
+bool futex_wait(const std::uint32_t* word, std::uint32_t expected,
+                std::optional<std::chrono::nanoseconds> timeout) {
+  timespec ts{};
+  timespec* tsp = nullptr;
+  if (timeout) {
+    const auto ns = std::max<std::int64_t>(timeout->count(), 0);
+    ts.tv_sec = static_cast<time_t>(ns / 1'000'000'000);
+    ts.tv_nsec = static_cast<long>(ns % 1'000'000'000);
+    tsp = &ts;
+  }
+  // Relative timeout with FUTEX_WAIT; the caller recomputes it after a spurious return.
+  const long rc = ::syscall(SYS_futex, word, FUTEX_WAIT, expected, tsp, nullptr, 0);
+  if (rc == 0) return true;
+  if (errno == EAGAIN || errno == EINTR) return true;
+  if (errno == ETIMEDOUT) return false;
+  throw_errno("futex(FUTEX_WAIT)", errno);
+}
+
+int futex_wake(const std::uint32_t* word, int count) {
+  const long rc = ::syscall(SYS_futex, word, FUTEX_WAKE, count, nullptr, nullptr, 0);
+  return static_cast<int>(check(rc, "futex(FUTEX_WAKE)"));
+}
+
+UniqueFd shm_open(const std::string& name, int flags, unsigned mode) {
+  MPROC_INJECT("shm_open");
+  for (;;) {
+    const int fd = ::shm_open(name.c_str(), flags | O_CLOEXEC, static_cast<mode_t>(mode));
+    if (fd >= 0) return UniqueFd(fd);
+    if (errno != EINTR) throw_errno("shm_open(\"" + name + "\")", errno);
+  }
+}
+
+void shm_unlink(const std::string& name) {
+  MPROC_INJECT("shm_unlink");
+  check(::shm_unlink(name.c_str()), "shm_unlink(\"" + name + "\")");
+}
+
+bool process_alive(pid_t pid) noexcept {
+  if (pid <= 0) return false;
+  if (::kill(pid, 0) != 0 && errno == ESRCH) return false;
+  // A killed child stays a zombie until its parent reaps it; it holds nothing any more.
+  char path[64];
+  std::snprintf(path, sizeof path, "/proc/%d/stat", static_cast<int>(pid));
+  const int fd = ::open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return errno != ENOENT;
+  char buf[512];
+  ssize_t n;
+  do {
+    n = ::read(fd, buf, sizeof buf - 1);
+  } while (n < 0 && errno == EINTR);
+  ::close(fd);
+  if (n <= 0) return true;
+  buf[n] = '\0';
+  const char* close_paren = std::strrchr(buf, ')');
+  if (close_paren == nullptr || close_paren[1] == '\0' || close_paren[2] == '\0') return true;
+  return close_paren[2] != 'Z' && close_paren[2] != 'X';
+}
+
+namespace {
+thread_local pid_t t_thread_id = 0;
+}  // namespace
+
+pid_t this_thread_id() noexcept {
+  if (t_thread_id == 0) {
+    static const bool registered = [] {
+      // The forking thread continues in the child under a new id.
+      ::pthread_atfork(nullptr, nullptr, [] { t_thread_id = 0; });
+      return true;
+    }();
+    static_cast<void>(registered);
+    t_thread_id = static_cast<pid_t>(::syscall(SYS_gettid));
+  }
+  return t_thread_id;
 }
 
 }  // namespace sys

@@ -13,6 +13,7 @@
 
 #include <chrono>
 #include <cstddef>
+#include <cstdint>
 #include <optional>
 #include <span>
 #include <string>
@@ -86,10 +87,6 @@ int poll(pollfd* fds, std::size_t nfds, std::optional<std::chrono::nanoseconds> 
 // ---- sockets -------------------------------------------------------------------------------
 /// shutdown(2); `how` is SHUT_RD, SHUT_WR or SHUT_RDWR.
 void shutdown(int fd, int how);
-/// setsockopt(2) for an int-valued option.
-void setsockopt_int(int fd, int level, int option, int value);
-/// getsockopt(2) for an int-valued option.
-int getsockopt_int(int fd, int level, int option);
 
 // ---- processes ----------------------------------------------------------------------------
 pid_t fork();
@@ -101,5 +98,34 @@ bool pidfd_send_signal(int pidfd, int sig);
 std::optional<int> waitid_pidfd(int pidfd, int options);
 void setrlimit(int resource, const rlimit& limit);
 void sigaction(int sig, const struct sigaction& act, struct sigaction* old);
+
+// ---- shared memory and futexes ---------------------------------------------------------------
+/// memfd_create(name, MFD_CLOEXEC): anonymous memory that vanishes with its last reference.
+UniqueFd memfd_create(const char* name);
+/// ftruncate(2) then posix_fallocate(3), so that a full tmpfs is an error now (ENOSPC) rather
+/// than a SIGBUS at first touch.
+void allocate(int fd, std::size_t size);
+/// Size of the file behind fd (fstat).
+std::size_t file_size(int fd);
+/// mmap(PROT_READ | PROT_WRITE, MAP_SHARED) of the whole file.
+void* map_shared(int fd, std::size_t size);
+/// munmap; failures are reported through the logger (used from destructors).
+void unmap(void* addr, std::size_t size) noexcept;
+/// FUTEX_WAIT (shared, not FUTEX_PRIVATE_FLAG: the word lives in memory mapped by several
+/// processes) while *word == expected. Returns false on timeout; true when woken, when the
+/// value differed, or on a signal (EINTR: callers re-check their condition in a loop).
+bool futex_wait(const std::uint32_t* word, std::uint32_t expected,
+                std::optional<std::chrono::nanoseconds> timeout);
+/// FUTEX_WAKE (shared): wakes up to `count` waiters; returns how many were woken.
+int futex_wake(const std::uint32_t* word, int count);
+/// shm_open(name, flags | O_CLOEXEC, mode) of a POSIX named segment ("/name").
+UniqueFd shm_open(const std::string& name, int flags, unsigned mode);
+/// shm_unlink(name).
+void shm_unlink(const std::string& name);
+/// True if `pid` exists and is not a zombie (kill(pid, 0), then /proc/<pid>/stat). A reused
+/// pid reads as alive: callers that recover resources err on the side of not recovering.
+bool process_alive(pid_t pid) noexcept;
+/// This thread's kernel id, cached per thread (refreshed in a fork child).
+pid_t this_thread_id() noexcept;
 
 }  // namespace mproc::detail::sys
