@@ -6,3 +6,5 @@
 #include "mproc/log.hpp"
 #include "mproc/pipe.hpp"
 #include "mproc/process.hpp"
+#include "mproc/shared.hpp"
+#include "mproc/sync.hpp"
