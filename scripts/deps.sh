@@ -8,6 +8,7 @@ packages=(
   libcereal-dev                    # codec
   libgtest-dev                     # tests
   libbenchmark-dev                 # bench/
+  libboost-dev                     # bench/: Boost.Interprocess as a peer
   python3                          # bench/ Python peers
   gnuplot-nox                      # bench/ plot
 )
