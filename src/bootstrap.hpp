@@ -12,7 +12,8 @@
 //     | u64 len| body (len bytes)                                               |
 //     +--------+----------------------------------------------------------------+
 //     body = codec-encoded: u32 magic 'MPSB', u32 version (1), std::string name,
-//            i32 parent pid, std::string parent name, std::vector<int> inherited fds,
+//            i32 parent pid, std::string parent name, u64 max_message_size,
+//            std::vector<int> inherited fds,
 //            then the transferable call (detail/callable.hpp) reading those fds by index.
 #pragma once
 

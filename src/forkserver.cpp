@@ -251,6 +251,7 @@ void add_service_resources(std::vector<int>& pids, std::vector<int>& fds) {
                 throw ProtocolError("forkserver child: descriptor count mismatch");
               }
               become_child(std::move(start.name), start.parent_pid, std::move(start.parent_name));
+              set_max_message_size(start.max_message_size);
               Decoder call(start.call, fds);
               run_call(call, nullptr);
             },

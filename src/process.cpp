@@ -411,6 +411,9 @@ void require_joinable(const std::shared_ptr<detail::ProcessState>& state, const 
   if (!state->started()) {
     throw UsageError("Process " + state->name + ": " + what + " before start()");
   }
+  if (state->closed) {
+    throw UsageError("Process " + state->name + ": " + what + " after close()");
+  }
   if (!state->owned_here()) {
     throw UsageError("Process " + state->name + ": only the process that started it (pid " +
                      std::to_string(state->owner) + ") can " + what);
@@ -429,7 +432,7 @@ bool Process::join_for(std::chrono::nanoseconds timeout) {
 }
 
 bool Process::is_alive() const {
-  if (!state_ || !state_->started() || !state_->owned_here()) return false;
+  if (!state_ || !state_->started() || !state_->owned_here() || state_->closed) return false;
   return !state_->exitcode().has_value();
 }
 
@@ -444,6 +447,7 @@ bool Process::daemon() const noexcept { return state_ && state_->daemon; }
 
 std::optional<int> Process::exitcode() const {
   if (!state_ || !state_->started()) return std::nullopt;
+  if (state_->closed) return state_->exitcode();
   return state_->exitcode();
 }
 
@@ -455,6 +459,22 @@ void Process::terminate() {
 void Process::kill() {
   require_joinable(state_, "kill()");
   state_->signal(SIGKILL);
+}
+
+int Process::sentinel() const {
+  require_joinable(state_, "sentinel()");
+  return state_->status_fd ? state_->status_fd.get() : state_->pidfd.get();
+}
+
+void Process::close() {
+  if (!state_ || !state_->started() || state_->closed) return;
+  if (state_->owned_here() && !state_->exitcode()) {
+    throw UsageError("Process " + state_->name +
+                     ": close() while the child is still running; join() or kill() it first");
+  }
+  state_->status_fd.reset();
+  state_->pidfd.reset();
+  state_->closed = true;
 }
 
 // ---- introspection -------------------------------------------------------------------------------

@@ -139,6 +139,7 @@ int exec_self(const std::string& role, int channel_fd, const std::vector<int>& k
           sys::set_cloexec(n, true);
         }
         become_child(std::move(start.name), start.parent_pid, std::move(start.parent_name));
+        set_max_message_size(start.max_message_size);
         Decoder call(start.call, fds);
         run_call(call, nullptr);
       },
@@ -153,6 +154,7 @@ Encoder encode_start_message(const std::string& name, const Encoder& call) {
   encode(body, name);
   encode(body, static_cast<std::int32_t>(::getpid()));
   encode(body, identity().name);
+  encode(body, static_cast<std::uint64_t>(max_message_size()));
   encode(body, call.fds());
   body.write_bytes(call.bytes());
   return body;
@@ -167,6 +169,8 @@ StartMessage decode_start_message(Decoder& in) {
   m.name = decode<std::string>(in);
   m.parent_pid = decode<std::int32_t>(in);
   m.parent_name = decode<std::string>(in);
+  m.max_message_size = decode<std::uint64_t>(in);
+  if (m.max_message_size == 0) throw ProtocolError("child start message: zero message limit");
   m.fd_numbers = decode<std::vector<int>>(in);
   m.call = in.read_bytes(in.remaining());
   return m;

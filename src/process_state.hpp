@@ -36,6 +36,7 @@ class ProcessState {
   UniqueFd status_fd;  ///< forkserver children only
 
   bool started() const noexcept { return pid != 0; }
+  bool closed = false;  ///< close() released the descriptors
   /// Waits up to `timeout` (nullopt = forever) and reaps. True once the child has ended.
   bool wait(std::optional<std::chrono::nanoseconds> timeout);
   std::optional<int> exitcode();

@@ -4,6 +4,7 @@
 #include "mproc/pipe.hpp"
 
 #include <gtest/gtest.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/resource.h>
 #include <sys/time.h>
@@ -149,6 +150,30 @@ TEST_P(EveryStartMethod, JoinForTimesOutThenSucceeds) {
   EXPECT_EQ(p.exitcode(), 0);
 }
 
+TEST_P(EveryStartMethod, SentinelBecomesReadableWhenTheChildEnds) {
+  Process p(opts(), sleep_ms, 200);
+  p.start();
+  pollfd pfd{p.sentinel(), POLLIN, 0};
+  EXPECT_EQ(::poll(&pfd, 1, 0), 0);  // still running
+  ASSERT_EQ(::poll(&pfd, 1, 30000), 1);
+  p.join();
+  EXPECT_EQ(p.exitcode(), 0);
+}
+
+TEST_P(EveryStartMethod, CloseReleasesAnEndedChildOnly) {
+  Process p(opts(), sleep_ms, 60000);
+  p.start();
+  EXPECT_THROW(p.close(), mproc::UsageError);
+  p.kill();
+  p.join();
+  p.close();
+  p.close();  // idempotent
+  EXPECT_EQ(p.exitcode(), -SIGKILL);
+  EXPECT_FALSE(p.is_alive());
+  EXPECT_THROW(p.join(), mproc::UsageError);
+  EXPECT_THROW((void)p.sentinel(), mproc::UsageError);
+}
+
 TEST_P(EveryStartMethod, ArgumentsArriveByValue) {
   Process p(opts(), check_args, 42, std::string("hello"), std::vector<double>{0.5, 1.5, 2.5});
   p.start();
@@ -186,6 +211,20 @@ TEST_P(EveryStartMethod, PeerOfADeadChildSeesConnectionClosed) {
   EXPECT_THROW((void)mine.recv<int>(), mproc::ConnectionClosed);
   p.join();
   EXPECT_EQ(p.exitcode(), -SIGKILL);
+}
+
+void check_message_limit(std::size_t expected) {
+  std::exit(mproc::max_message_size() == expected ? 0 : 7);
+}
+
+TEST_P(EveryStartMethod, ChildInheritsTheMessageSizeLimit) {
+  const std::size_t before = mproc::max_message_size();
+  mproc::set_max_message_size(12345);
+  Process p(opts(), check_message_limit, std::size_t{12345});
+  p.start();
+  mproc::set_max_message_size(before);
+  p.join();
+  EXPECT_EQ(p.exitcode(), 0);
 }
 
 TEST_P(EveryStartMethod, ChildSeesStaticallyInitialisedGlobals) {

@@ -123,6 +123,13 @@ class Process {
   /// SIGTERM / SIGKILL to the child; no-op if it already ended.
   void terminate();
   void kill();
+  /// A descriptor that becomes readable (poll/epoll) when the child ends, for waiting on many
+  /// processes and connections at once (Python's `sentinel`). Owned by the Process: valid
+  /// until close() or destruction. UsageError before start().
+  int sentinel() const;
+  /// Releases the descriptors kept for an ended child (Python's `close()`). UsageError if the
+  /// child is still running; afterwards only name(), pid(), daemon() and exitcode() work.
+  void close();
 
  private:
   Process(ProcessOptions options, detail::ForkTarget fork_target, detail::CallWriter call_writer);
