@@ -48,6 +48,8 @@ const bool g_entered = (maybe_enter_child_role(), true);
 
 }  // namespace
 
-void anchor() noexcept { (void)g_entered; }
+void anchor() noexcept {
+  (void)g_entered;
+}
 
 }  // namespace mproc::detail::bootstrap

@@ -6,8 +6,8 @@
 namespace mproc {
 
 namespace {
-std::string remote_what(const std::string& type_name, const std::string& message,
-                        std::int64_t pid, std::int64_t task_index) {
+std::string remote_what(const std::string& type_name, const std::string& message, std::int64_t pid,
+                        std::int64_t task_index) {
   std::string s = type_name + ": " + message + " (in pid " + std::to_string(pid);
   if (task_index >= 0) s += ", task " + std::to_string(task_index);
   return s + ")";

@@ -190,7 +190,7 @@ void add_service_resources(std::vector<int>& pids, std::vector<int>& fds) {
 [[noreturn]] void serve(int control_fd) noexcept {
   // Ctrl-C goes to the whole process group: the client decides what happens to its
   // children, so the helper ignores it (its children get the default action back).
-  struct sigaction ignore{};
+  struct sigaction ignore {};
   ignore.sa_handler = SIG_IGN;
   ::sigaction(SIGINT, &ignore, nullptr);
   const int parent_pid = ::getppid();
@@ -215,7 +215,7 @@ void add_service_resources(std::vector<int>& pids, std::vector<int>& fds) {
       }
       if ((pfds[0].revents & (POLLIN | POLLHUP | POLLERR)) == 0) continue;
       if (!read_request(control.get(), body, fds)) break;  // the client is gone
-      if (fds.empty()) continue;                            // malformed: nowhere to answer
+      if (fds.empty()) continue;                           // malformed: nowhere to answer
       UniqueFd status = std::move(fds.front());
       fds.erase(fds.begin());
       flush_stdio_before_fork();
@@ -232,7 +232,7 @@ void add_service_resources(std::vector<int>& pids, std::vector<int>& fds) {
         // The forkserver's loop runs on its main thread.
         prepare_fork_child(server_pid, /*keep_lifeline_across_exec=*/true,
                            /*forked_by_main_thread=*/true);
-        struct sigaction dfl{};
+        struct sigaction dfl {};
         dfl.sa_handler = SIG_DFL;
         ::sigaction(SIGINT, &dfl, nullptr);
         // Siblings' descriptors and the control socket are not this child's business.

@@ -2,8 +2,8 @@
 
 #include <fcntl.h>
 #include <poll.h>
-#include <sys/prctl.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <unistd.h>
 
 #include <pthread.h>
@@ -55,7 +55,9 @@ void ensure() {
   static const bool handler_installed = [] {
     return ::pthread_atfork(nullptr, nullptr, drop_inherited_lifeline_in_foreign_child) == 0;
   }();
-  if (!handler_installed) throw SystemError(std::make_error_code(std::errc::resource_unavailable_try_again), "pthread_atfork()");
+  if (!handler_installed)
+    throw SystemError(std::make_error_code(std::errc::resource_unavailable_try_again),
+                      "pthread_atfork()");
   auto ends = sys::pipe();
   g_read.store(ends.first.release(), std::memory_order_relaxed);
   g_write.store(ends.second.release(), std::memory_order_release);
@@ -101,12 +103,22 @@ bool arm_in_child(int parent_pid, bool keep_across_exec, bool forked_by_main_thr
   return parent_alive;
 }
 
-ForkScope::ForkScope() noexcept { t_forking_for_mproc = true; }
-ForkScope::~ForkScope() { t_forking_for_mproc = false; }
+ForkScope::ForkScope() noexcept {
+  t_forking_for_mproc = true;
+}
+ForkScope::~ForkScope() {
+  t_forking_for_mproc = false;
+}
 
-bool on_main_thread() noexcept { return ::gettid() == ::getpid(); }
+bool on_main_thread() noexcept {
+  return ::gettid() == ::getpid();
+}
 
-int read_fd() noexcept { return g_read.load(); }
-int write_fd() noexcept { return g_write.load(); }
+int read_fd() noexcept {
+  return g_read.load();
+}
+int write_fd() noexcept {
+  return g_write.load();
+}
 
 }  // namespace mproc::detail::lifeline

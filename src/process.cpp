@@ -1,11 +1,11 @@
 #include "mproc/process.hpp"
 
 #include <cxxabi.h>
-#include <stdio_ext.h>
 #include <poll.h>
 #include <pthread.h>
 #include <sched.h>
 #include <signal.h>
+#include <stdio_ext.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -22,8 +22,8 @@
 #endif
 #include <sstream>
 
-#include "detail/sys.hpp"
 #include "bootstrap.hpp"
+#include "detail/sys.hpp"
 #include "forkserver.hpp"
 #include "lifeline.hpp"
 #include "mproc/detail/service.hpp"
@@ -35,7 +35,9 @@ namespace detail {
 
 // ---- ProcessState -------------------------------------------------------------------------
 
-bool ProcessState::owned_here() const noexcept { return owner == ::getpid(); }
+bool ProcessState::owned_here() const noexcept {
+  return owner == ::getpid();
+}
 
 bool ProcessState::reap_locked(bool block) {
   if (exitcode_) return true;
@@ -275,16 +277,14 @@ void run_child_and_exit(const std::function<void()>& body, bool use_exit) noexce
   try {
     body();
   } catch (const std::exception& e) {
-    const std::string line = "Process " + identity().name + " (pid " +
-                             std::to_string(::getpid()) + "): uncaught " +
-                             current_exception_type() + ": " + e.what() + "\n";
+    const std::string line = "Process " + identity().name + " (pid " + std::to_string(::getpid()) +
+                             "): uncaught " + current_exception_type() + ": " + e.what() + "\n";
     std::fflush(stdout);
     [[maybe_unused]] auto n = ::write(STDERR_FILENO, line.data(), line.size());
     code = 1;
   } catch (...) {
-    const std::string line = "Process " + identity().name + " (pid " +
-                             std::to_string(::getpid()) + "): uncaught " +
-                             current_exception_type() + "\n";
+    const std::string line = "Process " + identity().name + " (pid " + std::to_string(::getpid()) +
+                             "): uncaught " + current_exception_type() + "\n";
     std::fflush(stdout);
     [[maybe_unused]] auto n = ::write(STDERR_FILENO, line.data(), line.size());
     code = 1;
@@ -330,7 +330,8 @@ void set_start_method(std::optional<StartMethod> method) {
   g_start_method.store(method ? static_cast<int>(*method) : -1);
 }
 
-// ---- Process -------------------------------------------------------------------------------------
+// ---- Process
+// -------------------------------------------------------------------------------------
 
 Process::Process(ProcessOptions options, detail::ForkTarget fork_target,
                  detail::CallWriter call_writer)
@@ -353,7 +354,8 @@ Process::Process(ProcessOptions options, detail::ForkTarget fork_target,
     state_->method = get_start_method();
     if (state_->method != StartMethod::fork && !state_->call_writer) {
       // Only a fork child can run a target that cannot travel.
-      detail::log(LogLevel::warning,
+      detail::log(
+          LogLevel::warning,
           "Process " + state_->name +
               ": target captures state, so it is started with fork although this process has "
               "several threads (a fork child may inherit a lock another thread held). Pass "
@@ -389,7 +391,8 @@ Process::~Process() {
 void Process::start() {
   if (!state_) throw UsageError("Process: start() on a moved-from Process");
   if (state_->started()) {
-    throw UsageError("Process " + state_->name + ": start() called twice; a process object "
+    throw UsageError("Process " + state_->name +
+                     ": start() called twice; a process object "
                      "can only be started once (create a new Process)");
   }
   detail::bootstrap::anchor();
@@ -436,14 +439,18 @@ bool Process::is_alive() const {
   return !state_->exitcode().has_value();
 }
 
-int Process::pid() const noexcept { return state_ ? state_->pid : 0; }
+int Process::pid() const noexcept {
+  return state_ ? state_->pid : 0;
+}
 
 const std::string& Process::name() const noexcept {
   static const std::string empty;
   return state_ ? state_->name : empty;
 }
 
-bool Process::daemon() const noexcept { return state_ && state_->daemon; }
+bool Process::daemon() const noexcept {
+  return state_ && state_->daemon;
+}
 
 std::optional<int> Process::exitcode() const {
   if (!state_ || !state_->started()) return std::nullopt;
@@ -477,7 +484,8 @@ void Process::close() {
   state_->closed = true;
 }
 
-// ---- introspection -------------------------------------------------------------------------------
+// ---- introspection
+// -------------------------------------------------------------------------------
 
 bool ProcessInfo::is_alive() const {
   if (pid_ == ::getpid()) return true;
@@ -489,7 +497,9 @@ bool ProcessInfo::is_alive() const {
          line[close + 2] != 'X';
 }
 
-ProcessInfo current_process() { return ProcessInfo(::getpid(), detail::identity().name); }
+ProcessInfo current_process() {
+  return ProcessInfo(::getpid(), detail::identity().name);
+}
 
 std::optional<ProcessInfo> parent_process() {
   const auto& self = detail::identity();

@@ -14,9 +14,9 @@
 
 #include "bootstrap.hpp"
 #include "detail/sys.hpp"
+#include "lifeline.hpp"
 #include "mproc/detail/callable.hpp"
 #include "mproc/log.hpp"
-#include "lifeline.hpp"
 #include "process_state.hpp"
 #include "spawn.hpp"
 

@@ -54,10 +54,10 @@ class ProcessState {
 // ---- this process's identity ------------------------------------------------------------
 struct Identity {
   std::string name = "MainProcess";
-  std::vector<int> path;            ///< e.g. {1, 2} for "Process-1:2"
-  int parent_pid = 0;               ///< 0 in the main process
+  std::vector<int> path;  ///< e.g. {1, 2} for "Process-1:2"
+  int parent_pid = 0;     ///< 0 in the main process
   std::string parent_name;
-  Identity* previous = nullptr;     ///< the identity this one replaced (kept reachable)
+  Identity* previous = nullptr;  ///< the identity this one replaced (kept reachable)
 };
 Identity& identity();
 /// The name the next child gets: "Process-<path>:<n>".

@@ -45,9 +45,15 @@ SharedSegment SharedSegment::attach(UniqueFd fd) {
   return segment;
 }
 
-void* SharedSegment::data() const noexcept { return mapping_ ? mapping_->data : nullptr; }
-std::size_t SharedSegment::size() const noexcept { return mapping_ ? mapping_->size : 0; }
-int SharedSegment::fd() const noexcept { return mapping_ ? mapping_->fd.get() : -1; }
+void* SharedSegment::data() const noexcept {
+  return mapping_ ? mapping_->data : nullptr;
+}
+std::size_t SharedSegment::size() const noexcept {
+  return mapping_ ? mapping_->size : 0;
+}
+int SharedSegment::fd() const noexcept {
+  return mapping_ ? mapping_->fd.get() : -1;
+}
 
 }  // namespace mproc::detail
 

@@ -24,7 +24,7 @@ struct StartMessage {
   std::int32_t parent_pid = 0;
   std::string parent_name;
   std::uint64_t max_message_size = 0;  ///< the parent's max_message_size()
-  std::vector<int> fd_numbers;  ///< the call's descriptors as numbered in the parent
+  std::vector<int> fd_numbers;         ///< the call's descriptors as numbered in the parent
   std::span<const std::byte> call;
 };
 /// Reads a start message's body; ProtocolError on a bad magic or version.

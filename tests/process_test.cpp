@@ -32,13 +32,21 @@ namespace {
 
 // Targets are plain functions so every start method can run them.
 void do_nothing() {}
-void exit_with(int code) { std::exit(code); }
-void throw_runtime_error() { throw std::runtime_error("boom from the child"); }
+void exit_with(int code) {
+  std::exit(code);
+}
+void throw_runtime_error() {
+  throw std::runtime_error("boom from the child");
+}
 void segfault() {
   std::raise(SIGSEGV);
 }
-void call_abort() { std::abort(); }
-void sleep_ms(int ms) { std::this_thread::sleep_for(std::chrono::milliseconds(ms)); }
+void call_abort() {
+  std::abort();
+}
+void sleep_ms(int ms) {
+  std::this_thread::sleep_for(std::chrono::milliseconds(ms));
+}
 void check_args(int n, std::string s, std::vector<double> v) {
   const bool ok = n == 42 && s == "hello" && v.size() == 3 && v[2] == 2.5;
   std::exit(ok ? 0 : 3);
@@ -52,7 +60,9 @@ void check_parent(int parent_pid) {
 }
 // Initialised by the program's static initialisers: a spawn child must see it.
 const std::string g_initialised_global = std::string("ready") + "!";
-void check_global() { std::exit(g_initialised_global == "ready!" ? 0 : 6); }
+void check_global() {
+  std::exit(g_initialised_global == "ready!" ? 0 : 6);
+}
 
 // Replies through a Connection received as an argument (an fd inherited by fork, passed by
 // SCM_RIGHTS to the forkserver, inherited across exec by spawn).
@@ -205,7 +215,13 @@ TEST_P(EveryStartMethod, ConnectionArgumentReachesTheChild) {
 
 TEST_P(EveryStartMethod, PeerOfADeadChildSeesConnectionClosed) {
   auto [mine, theirs] = mproc::Pipe();
-  Process p(opts(), [](mproc::Connection c) { (void)c; std::raise(SIGKILL); }, theirs);
+  Process p(
+      opts(),
+      [](mproc::Connection c) {
+        (void)c;
+        std::raise(SIGKILL);
+      },
+      theirs);
   p.start();
   theirs.close();
   EXPECT_THROW((void)mine.recv<int>(), mproc::ConnectionClosed);
@@ -235,7 +251,8 @@ TEST_P(EveryStartMethod, ChildSeesStaticallyInitialisedGlobals) {
 }
 
 TEST_P(EveryStartMethod, CaptureLessLambdaIsATarget) {
-  Process p(opts(), [](int code) { std::exit(code + 1); }, 10);
+  Process p(
+      opts(), [](int code) { std::exit(code + 1); }, 10);
   p.start();
   p.join();
   EXPECT_EQ(p.exitcode(), 11);
@@ -500,10 +517,10 @@ TEST(Process, RunningOutOfDescriptorsIsASystemError) {
 }
 
 TEST(Process, EintrStormDoesNotDisturbStartAndJoin) {
-  struct sigaction act{};
+  struct sigaction act {};
   act.sa_handler = [](int) {};
   act.sa_flags = 0;  // no SA_RESTART: every blocking call sees EINTR
-  struct sigaction old{};
+  struct sigaction old {};
   ASSERT_EQ(::sigaction(SIGALRM, &act, &old), 0);
   itimerval every{{0, 200}, {0, 200}};
   ASSERT_EQ(::setitimer(ITIMER_REAL, &every, nullptr), 0);

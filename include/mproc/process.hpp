@@ -57,9 +57,9 @@ void set_start_method(std::optional<StartMethod> method);
 struct ProcessOptions {
   // Every member has a default initialiser so designated initialisers that name only some
   // of them compile cleanly under -Wextra (g++ 12 warns otherwise).
-  std::string name{};                      ///< empty = "Process-N"
-  bool daemon = false;                     ///< killed (not joined) when its owner goes away
-  std::optional<StartMethod> start{};      ///< nullopt = get_start_method()
+  std::string name{};                  ///< empty = "Process-N"
+  bool daemon = false;                 ///< killed (not joined) when its owner goes away
+  std::optional<StartMethod> start{};  ///< nullopt = get_start_method()
 };
 
 /// The calling process or one of its children, as seen from this process.
@@ -89,13 +89,13 @@ class Process {
  public:
   /// A process that will run `target(args...)`. Nothing starts until start().
   template <class F, class... Args>
-    requires std::is_invocable_v<std::decay_t<F>&, std::decay_t<Args>&...>
-  explicit Process(F&& target, Args&&... args)
+  requires std::is_invocable_v < std::decay_t<F>
+  &, std::decay_t<Args>&... > explicit Process(F&& target, Args&&... args)
       : Process(ProcessOptions{}, std::forward<F>(target), std::forward<Args>(args)...) {}
 
   template <class F, class... Args>
-    requires std::is_invocable_v<std::decay_t<F>&, std::decay_t<Args>&...>
-  Process(ProcessOptions options, F&& target, Args&&... args);
+  requires std::is_invocable_v < std::decay_t<F>
+  &, std::decay_t<Args>&... > Process(ProcessOptions options, F&& target, Args&&... args);
 
   Process(Process&&) noexcept;
   Process& operator=(Process&&) noexcept;
@@ -149,8 +149,8 @@ int cpu_count();
 // ---- implementation -----------------------------------------------------------------------
 
 template <class F, class... Args>
-  requires std::is_invocable_v<std::decay_t<F>&, std::decay_t<Args>&...>
-Process::Process(ProcessOptions options, F&& target, Args&&... args)
+requires std::is_invocable_v < std::decay_t<F>
+&, std::decay_t<Args>&... > Process::Process(ProcessOptions options, F&& target, Args&&... args)
     : state_(nullptr) {
   // One copy of the target and its arguments serves both ways of starting: called directly in
   // a fork child, or encoded (only when a forkserver/spawn start needs it).
@@ -162,8 +162,9 @@ Process::Process(ProcessOptions options, F&& target, Args&&... args)
   detail::CallWriter call_writer;
   if constexpr (detail::transferable_target<std::decay_t<F>, std::decay_t<Args>...>) {
     call_writer = [bound](Encoder& out) {
-      std::apply([&out](const auto&... parts) { detail::encode_call_discarding_result(out, parts...); },
-                 *bound);
+      std::apply(
+          [&out](const auto&... parts) { detail::encode_call_discarding_result(out, parts...); },
+          *bound);
     };
   }
   *this = Process(std::move(options), std::move(fork_target), std::move(call_writer));

@@ -2,14 +2,14 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <linux/futex.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
-#include <linux/futex.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
-#include <sys/stat.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
 #include <sys/wait.h>
@@ -104,11 +104,11 @@ int injected(const char* call) noexcept {
   return 0;
 }
 
-#define MPROC_INJECT(name)                               \
-  do {                                                   \
-    if (const int injected_err = injected(name)) {       \
-      throw_errno(name "()", injected_err);              \
-    }                                                    \
+#define MPROC_INJECT(name)                         \
+  do {                                             \
+    if (const int injected_err = injected(name)) { \
+      throw_errno(name "()", injected_err);        \
+    }                                              \
   } while (false)
 
 // ---- descriptors --------------------------------------------------------------------------------
@@ -135,8 +135,8 @@ int close(int fd) noexcept {
 
 UniqueFd dup_cloexec(int fd) {
   MPROC_INJECT("dup");
-  return UniqueFd(static_cast<int>(
-      check(::fcntl(fd, F_DUPFD_CLOEXEC, 0), "fcntl(" + std::to_string(fd) + ", F_DUPFD_CLOEXEC)")));
+  return UniqueFd(static_cast<int>(check(::fcntl(fd, F_DUPFD_CLOEXEC, 0),
+                                         "fcntl(" + std::to_string(fd) + ", F_DUPFD_CLOEXEC)")));
 }
 
 void set_cloexec(int fd, bool on) {
@@ -317,8 +317,8 @@ pid_t fork() {
 
 UniqueFd pidfd_open(pid_t pid) {
   MPROC_INJECT("pidfd_open");
-  return UniqueFd(static_cast<int>(check(::syscall(SYS_pidfd_open, pid, 0),
-                                         "pidfd_open(" + std::to_string(pid) + ")")));
+  return UniqueFd(static_cast<int>(
+      check(::syscall(SYS_pidfd_open, pid, 0), "pidfd_open(" + std::to_string(pid) + ")")));
 }
 
 bool pidfd_send_signal(int pidfd, int sig) {
@@ -348,7 +348,8 @@ void sigaction(int sig, const struct sigaction& act, struct sigaction* old) {
   check(::sigaction(sig, &act, old), "sigaction(" + std::to_string(sig) + ")");
 }
 
-// ---- shared memory and futexes -------------------------------------------------------------------
+// ---- shared memory and futexes
+// -------------------------------------------------------------------
 
 UniqueFd memfd_create(const char* name) {
   MPROC_INJECT("memfd_create");
@@ -374,8 +375,9 @@ void allocate(int fd, std::size_t size) {
   if (rc != 0) {
     std::string call = "posix_fallocate(" + std::to_string(size) + " bytes)";
     if (rc == ENOSPC) {
-      call += " — shared memory (tmpfs, e.g. /dev/shm) is full; free some or enlarge it "
-              "(containers: --shm-size)";
+      call +=
+          " — shared memory (tmpfs, e.g. /dev/shm) is full; free some or enlarge it "
+          "(containers: --shm-size)";
     }
     throw_errno(call, rc);
   }

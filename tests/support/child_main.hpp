@@ -26,7 +26,7 @@ inline constexpr const char* child_main_env = "MPROC_TEST_CHILD";
 }  // namespace mproc::test
 
 /// Defines `int name()` as a child main runnable with MPROC_TEST_CHILD=name.
-#define MPROC_TEST_CHILD_MAIN(name)                                                  \
-  static int name();                                                                 \
-  static const ::mproc::test::RegisterChildMain name##_registration(#name, &name);  \
+#define MPROC_TEST_CHILD_MAIN(name)                                                \
+  static int name();                                                               \
+  static const ::mproc::test::RegisterChildMain name##_registration(#name, &name); \
   static int name()

@@ -111,7 +111,9 @@ std::vector<std::string> leaks_since(const Snapshot& before) {
   }
 }
 
-void LeakCheckListener::OnTestStart(const ::testing::TestInfo&) { before_ = Snapshot::take(); }
+void LeakCheckListener::OnTestStart(const ::testing::TestInfo&) {
+  before_ = Snapshot::take();
+}
 
 void LeakCheckListener::OnTestEnd(const ::testing::TestInfo& info) {
   const auto leaks = leaks_since(before_);
