@@ -22,6 +22,7 @@
 #include "../src/detail/sys.hpp"
 #include "mproc/detail/service.hpp"
 #include "support/child_helpers.hpp"
+#include "support/start_methods.hpp"
 
 using namespace std::chrono_literals;
 using mproc::Process;
@@ -71,28 +72,11 @@ void echo_doubled(mproc::Connection conn) {
   conn.send(std::to_string(n * 2) + " from " + mproc::current_process().name());
 }
 
-const char* method_name(StartMethod m) {
-  switch (m) {
-    case StartMethod::fork: return "fork";
-    case StartMethod::forkserver: return "forkserver";
-    case StartMethod::spawn: return "spawn";
-  }
-  return "?";
-}
+class EachStartMethod : public mproc::test::EveryStartMethod {};
 
-class EveryStartMethod : public ::testing::TestWithParam<StartMethod> {
- protected:
-  ProcessOptions opts(std::string name = {}) const {
-    return ProcessOptions{.name = std::move(name), .start = GetParam()};
-  }
-};
+MPROC_INSTANTIATE_FOR_EVERY_START_METHOD(Process, EachStartMethod);
 
-INSTANTIATE_TEST_SUITE_P(Process, EveryStartMethod,
-                         ::testing::Values(StartMethod::fork, StartMethod::forkserver,
-                                           StartMethod::spawn),
-                         [](const auto& info) { return method_name(info.param); });
-
-TEST_P(EveryStartMethod, ReturningTargetExitsWithZero) {
+TEST_P(EachStartMethod, ReturningTargetExitsWithZero) {
   Process p(opts(), do_nothing);
   EXPECT_FALSE(p.exitcode().has_value());
   p.start();
@@ -102,14 +86,14 @@ TEST_P(EveryStartMethod, ReturningTargetExitsWithZero) {
   EXPECT_FALSE(p.is_alive());
 }
 
-TEST_P(EveryStartMethod, ExitCallGivesItsCode) {
+TEST_P(EachStartMethod, ExitCallGivesItsCode) {
   Process p(opts(), exit_with, 7);
   p.start();
   p.join();
   EXPECT_EQ(p.exitcode(), 7);
 }
 
-TEST_P(EveryStartMethod, ThrowingTargetExitsWithOneAndPrintsTheException) {
+TEST_P(EachStartMethod, ThrowingTargetExitsWithOneAndPrintsTheException) {
   Process p(opts("Thrower"), throw_runtime_error);
   ::testing::internal::CaptureStderr();
   p.start();
@@ -121,21 +105,21 @@ TEST_P(EveryStartMethod, ThrowingTargetExitsWithOneAndPrintsTheException) {
   EXPECT_NE(err.find("boom from the child"), std::string::npos) << err;
 }
 
-TEST_P(EveryStartMethod, SegfaultGivesMinusSignal) {
+TEST_P(EachStartMethod, SegfaultGivesMinusSignal) {
   Process p(opts(), segfault);
   p.start();
   p.join();
   EXPECT_EQ(p.exitcode(), -SIGSEGV);
 }
 
-TEST_P(EveryStartMethod, AbortGivesMinusSigabrt) {
+TEST_P(EachStartMethod, AbortGivesMinusSigabrt) {
   Process p(opts(), call_abort);
   p.start();
   p.join();
   EXPECT_EQ(p.exitcode(), -SIGABRT);
 }
 
-TEST_P(EveryStartMethod, KillAndTerminateEndTheChild) {
+TEST_P(EachStartMethod, KillAndTerminateEndTheChild) {
   Process a(opts(), sleep_ms, 60000);
   Process b(opts(), sleep_ms, 60000);
   a.start();
@@ -151,7 +135,7 @@ TEST_P(EveryStartMethod, KillAndTerminateEndTheChild) {
   a.kill();  // already ended: no-op
 }
 
-TEST_P(EveryStartMethod, JoinForTimesOutThenSucceeds) {
+TEST_P(EachStartMethod, JoinForTimesOutThenSucceeds) {
   Process p(opts(), sleep_ms, 300);
   p.start();
   EXPECT_FALSE(p.join_for(10ms));
@@ -160,7 +144,7 @@ TEST_P(EveryStartMethod, JoinForTimesOutThenSucceeds) {
   EXPECT_EQ(p.exitcode(), 0);
 }
 
-TEST_P(EveryStartMethod, SentinelBecomesReadableWhenTheChildEnds) {
+TEST_P(EachStartMethod, SentinelBecomesReadableWhenTheChildEnds) {
   Process p(opts(), sleep_ms, 200);
   p.start();
   pollfd pfd{p.sentinel(), POLLIN, 0};
@@ -170,7 +154,7 @@ TEST_P(EveryStartMethod, SentinelBecomesReadableWhenTheChildEnds) {
   EXPECT_EQ(p.exitcode(), 0);
 }
 
-TEST_P(EveryStartMethod, CloseReleasesAnEndedChildOnly) {
+TEST_P(EachStartMethod, CloseReleasesAnEndedChildOnly) {
   Process p(opts(), sleep_ms, 60000);
   p.start();
   EXPECT_THROW(p.close(), mproc::UsageError);
@@ -184,14 +168,14 @@ TEST_P(EveryStartMethod, CloseReleasesAnEndedChildOnly) {
   EXPECT_THROW((void)p.sentinel(), mproc::UsageError);
 }
 
-TEST_P(EveryStartMethod, ArgumentsArriveByValue) {
+TEST_P(EachStartMethod, ArgumentsArriveByValue) {
   Process p(opts(), check_args, 42, std::string("hello"), std::vector<double>{0.5, 1.5, 2.5});
   p.start();
   p.join();
   EXPECT_EQ(p.exitcode(), 0);
 }
 
-TEST_P(EveryStartMethod, ChildKnowsItsNameAndParent) {
+TEST_P(EachStartMethod, ChildKnowsItsNameAndParent) {
   Process named(opts("Worker-A"), check_own_name, std::string("Worker-A"));
   named.start();
   named.join();
@@ -202,7 +186,7 @@ TEST_P(EveryStartMethod, ChildKnowsItsNameAndParent) {
   EXPECT_EQ(child.exitcode(), 0);
 }
 
-TEST_P(EveryStartMethod, ConnectionArgumentReachesTheChild) {
+TEST_P(EachStartMethod, ConnectionArgumentReachesTheChild) {
   auto [mine, theirs] = mproc::Pipe();
   Process p(opts("Echo"), echo_doubled, theirs);
   p.start();
@@ -213,7 +197,7 @@ TEST_P(EveryStartMethod, ConnectionArgumentReachesTheChild) {
   EXPECT_EQ(p.exitcode(), 0);
 }
 
-TEST_P(EveryStartMethod, PeerOfADeadChildSeesConnectionClosed) {
+TEST_P(EachStartMethod, PeerOfADeadChildSeesConnectionClosed) {
   auto [mine, theirs] = mproc::Pipe();
   Process p(
       opts(),
@@ -233,7 +217,7 @@ void check_message_limit(std::size_t expected) {
   std::exit(mproc::max_message_size() == expected ? 0 : 7);
 }
 
-TEST_P(EveryStartMethod, ChildInheritsTheMessageSizeLimit) {
+TEST_P(EachStartMethod, ChildInheritsTheMessageSizeLimit) {
   const std::size_t before = mproc::max_message_size();
   mproc::set_max_message_size(12345);
   Process p(opts(), check_message_limit, std::size_t{12345});
@@ -243,14 +227,14 @@ TEST_P(EveryStartMethod, ChildInheritsTheMessageSizeLimit) {
   EXPECT_EQ(p.exitcode(), 0);
 }
 
-TEST_P(EveryStartMethod, ChildSeesStaticallyInitialisedGlobals) {
+TEST_P(EachStartMethod, ChildSeesStaticallyInitialisedGlobals) {
   Process p(opts(), check_global);
   p.start();
   p.join();
   EXPECT_EQ(p.exitcode(), 0);
 }
 
-TEST_P(EveryStartMethod, CaptureLessLambdaIsATarget) {
+TEST_P(EachStartMethod, CaptureLessLambdaIsATarget) {
   Process p(
       opts(), [](int code) { std::exit(code + 1); }, 10);
   p.start();
@@ -258,7 +242,7 @@ TEST_P(EveryStartMethod, CaptureLessLambdaIsATarget) {
   EXPECT_EQ(p.exitcode(), 11);
 }
 
-TEST_P(EveryStartMethod, ManyMoreChildrenThanCores) {
+TEST_P(EachStartMethod, ManyMoreChildrenThanCores) {
   std::vector<Process> ps;
   for (int i = 0; i < 24; ++i) ps.emplace_back(opts(), exit_with, i % 5);
   for (auto& p : ps) p.start();
@@ -302,13 +286,13 @@ int kill_parent_of_sleeping_child(StartMethod method, bool from_thread) {
   return got ? grandchild : -1;
 }
 
-TEST_P(EveryStartMethod, ChildStartedByTheMainThreadDiesWhenItsParentIsKilled) {
+TEST_P(EachStartMethod, ChildStartedByTheMainThreadDiesWhenItsParentIsKilled) {
   const int child = kill_parent_of_sleeping_child(GetParam(), /*from_thread=*/false);
   ASSERT_GT(child, 0);
   EXPECT_TRUE(mproc::test::wait_gone(child)) << "child outlived its killed parent";
 }
 
-TEST_P(EveryStartMethod, ChildStartedByAnExitedThreadDiesWhenItsParentIsKilled) {
+TEST_P(EachStartMethod, ChildStartedByAnExitedThreadDiesWhenItsParentIsKilled) {
   const int child = kill_parent_of_sleeping_child(GetParam(), /*from_thread=*/true);
   ASSERT_GT(child, 0);
   EXPECT_TRUE(mproc::test::wait_gone(child)) << "child outlived its killed parent";
@@ -530,7 +514,7 @@ TEST(Process, EintrStormDoesNotDisturbStartAndJoin) {
       p.start();
       EXPECT_FALSE(p.join_for(1ms) && p.exitcode() != 0);
       p.join();
-      EXPECT_EQ(p.exitcode(), 0) << method_name(m);
+      EXPECT_EQ(p.exitcode(), 0) << mproc::test::start_method_name(m);
     }
   }
   itimerval off{};

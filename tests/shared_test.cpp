@@ -20,6 +20,7 @@
 
 #include "../src/detail/sys.hpp"  // failure injection (internal)
 #include "mproc/process.hpp"
+#include "support/start_methods.hpp"
 
 using namespace std::chrono_literals;
 using mproc::Array;
@@ -77,24 +78,9 @@ void write_through_handle(SharedMemory shm) {
   shm.buf()[99] = std::byte{9};
 }
 
-const char* method_name(StartMethod m) {
-  switch (m) {
-    case StartMethod::fork: return "fork";
-    case StartMethod::forkserver: return "forkserver";
-    case StartMethod::spawn: return "spawn";
-  }
-  return "?";
-}
+class SharedEveryStartMethod : public mproc::test::EveryStartMethod {};
 
-class SharedEveryStartMethod : public ::testing::TestWithParam<StartMethod> {
- protected:
-  ProcessOptions opts() const { return ProcessOptions{.start = GetParam()}; }
-};
-
-INSTANTIATE_TEST_SUITE_P(Shared, SharedEveryStartMethod,
-                         ::testing::Values(StartMethod::fork, StartMethod::forkserver,
-                                           StartMethod::spawn),
-                         [](const auto& info) { return method_name(info.param); });
+MPROC_INSTANTIATE_FOR_EVERY_START_METHOD(Shared, SharedEveryStartMethod);
 
 // ---- cross-process --------------------------------------------------------------------------
 

@@ -20,6 +20,7 @@
 
 #include "mproc/process.hpp"
 #include "mproc/shared.hpp"
+#include "support/start_methods.hpp"
 
 using namespace std::chrono_literals;
 using mproc::Barrier;
@@ -136,24 +137,9 @@ void scoped_increments(Lock a, Lock b, mproc::Value<long> counter, int n) {
   }
 }
 
-const char* method_name(StartMethod m) {
-  switch (m) {
-    case StartMethod::fork: return "fork";
-    case StartMethod::forkserver: return "forkserver";
-    case StartMethod::spawn: return "spawn";
-  }
-  return "?";
-}
+class SyncEveryStartMethod : public mproc::test::EveryStartMethod {};
 
-class SyncEveryStartMethod : public ::testing::TestWithParam<StartMethod> {
- protected:
-  ProcessOptions opts() const { return ProcessOptions{.start = GetParam()}; }
-};
-
-INSTANTIATE_TEST_SUITE_P(Sync, SyncEveryStartMethod,
-                         ::testing::Values(StartMethod::fork, StartMethod::forkserver,
-                                           StartMethod::spawn),
-                         [](const auto& info) { return method_name(info.param); });
+MPROC_INSTANTIATE_FOR_EVERY_START_METHOD(Sync, SyncEveryStartMethod);
 
 // ---- handles reach the same object under every start method -------------------------------
 
