@@ -440,7 +440,7 @@ bool Process::is_alive() const {
 }
 
 int Process::pid() const noexcept {
-  return state_ ? state_->pid : 0;
+  return state_ ? state_->pid.load() : 0;
 }
 
 const std::string& Process::name() const noexcept {

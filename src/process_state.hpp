@@ -4,6 +4,7 @@
 
 #include <sys/types.h>
 
+#include <atomic>
 #include <chrono>
 #include <memory>
 #include <mutex>
@@ -30,7 +31,7 @@ class ProcessState {
   CallWriter call_writer;
 
   // Set by start(); immutable afterwards.
-  pid_t pid = 0;
+  std::atomic<pid_t> pid{0};  ///< read by other threads (active_children) during start()
   pid_t owner = 0;  ///< the process that started it; only it may wait
   UniqueFd pidfd;
   UniqueFd status_fd;  ///< forkserver children only
