@@ -6,5 +6,6 @@
 #include "mproc/log.hpp"
 #include "mproc/pipe.hpp"
 #include "mproc/process.hpp"
+#include "mproc/queue.hpp"
 #include "mproc/shared.hpp"
 #include "mproc/sync.hpp"
