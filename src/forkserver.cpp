@@ -29,6 +29,7 @@
 #include <vector>
 
 #include "bootstrap.hpp"
+#include "detail/leaked_global.hpp"
 #include "detail/sys.hpp"
 #include "lifeline.hpp"
 #include "mproc/detail/callable.hpp"
@@ -55,16 +56,7 @@ struct Client {
 std::atomic<Client*> g_client{nullptr};
 
 Client& client() {
-  Client* c = g_client.load(std::memory_order_acquire);
-  if (c == nullptr) {
-    auto* fresh = new Client;
-    if (g_client.compare_exchange_strong(c, fresh)) {
-      c = fresh;
-    } else {
-      delete fresh;
-    }
-  }
-  return *c;
+  return leaked_global(g_client);
 }
 
 void send_with_fds(int fd, std::span<const std::byte> head, const std::vector<int>& fds) {

@@ -23,6 +23,7 @@
 #include <sstream>
 
 #include "bootstrap.hpp"
+#include "detail/leaked_global.hpp"
 #include "detail/sys.hpp"
 #include "forkserver.hpp"
 #include "lifeline.hpp"
@@ -133,16 +134,7 @@ std::vector<int> path_of(const std::string& name) {
 }  // namespace
 
 Identity& identity() {
-  Identity* self = g_identity.load(std::memory_order_acquire);
-  if (self == nullptr) {
-    auto* fresh = new Identity;
-    if (g_identity.compare_exchange_strong(self, fresh)) {
-      self = fresh;
-    } else {
-      delete fresh;
-    }
-  }
-  return *self;
+  return leaked_global(g_identity);
 }
 
 std::string next_child_name() {
@@ -186,16 +178,7 @@ std::atomic<Registry*> g_registry{nullptr};
 Registry* g_abandoned = nullptr;
 
 Registry& registry() {
-  Registry* r = g_registry.load(std::memory_order_acquire);
-  if (r == nullptr) {
-    auto* fresh = new Registry;
-    if (g_registry.compare_exchange_strong(r, fresh)) {
-      r = fresh;
-    } else {
-      delete fresh;
-    }
-  }
-  return *r;
+  return leaked_global(g_registry);
 }
 
 void at_exit_reap_children() noexcept {
