@@ -28,6 +28,11 @@ tour=(
   "pipe_send_recv|A two-way conversation over a Pipe"
   "readme_hello|The README's first program"
   "sqrt_serial_vs_processes|When do processes pay off?"
+  "value_array|Share a number and an array (Value, Array)"
+  "shared_counter|A counter many processes increment under its lock"
+  "lock_printing|Take turns with a Lock"
+  "queue_write_read|A writer and a reader connected by a Queue"
+  "queue_workers|Workers fed by one Queue, results on another"
 )
 
 # Append examples that exist in the source tree but are not in the tour yet.
