@@ -3,6 +3,7 @@
 
 #include "mproc/codec.hpp"
 #include "mproc/errors.hpp"
+#include "mproc/future.hpp"
 #include "mproc/log.hpp"
 #include "mproc/pipe.hpp"
 #include "mproc/process.hpp"
