@@ -32,7 +32,7 @@ class ProcessState {
 
   // Set by start(); immutable afterwards.
   std::atomic<pid_t> pid{0};  ///< read by other threads (active_children) during start()
-  pid_t owner = 0;  ///< the process that started it; only it may wait
+  pid_t owner = 0;            ///< the process that started it; only it may wait
   UniqueFd pidfd;
   UniqueFd status_fd;  ///< forkserver children only
 
