@@ -4,9 +4,11 @@
 // Bandwidth: one iteration = the parent sends kBatch messages of 1 MiB, the child receives
 // them all and replies one byte (so the time covers delivery, not just buffering).
 //   pipe_bandwidth_1MiB/mproc            Connection::send_bytes / recv_bytes
-//   pipe_bandwidth_1MiB/raw_socketpair   write/read loops on an AF_UNIX stream socketpair
-//   pipe_bandwidth_1MiB/raw_pipe         write/read loops on pipe(2) (default capacity)
-//   pipe_bandwidth_1MiB/memcpy           memcpy of 1 MiB in one process: the RAM bound
+//   pipe_bandwidth_1MiB_into/mproc       send_bytes / recv_bytes_into one reused buffer (the
+//                                        raw peers below reuse their buffer too)
+//   pipe_bandwidth_1MiB_into/raw_socketpair   write/read loops on an AF_UNIX stream socketpair
+//   pipe_bandwidth_1MiB_into/raw_pipe         write/read loops on pipe(2) (default capacity)
+//   pipe_bandwidth_1MiB_into/memcpy           memcpy of 1 MiB in one process: the RAM bound
 //
 // Latency: one iteration = parent sends 8 bytes, the child echoes them back.
 //   pipe_pingpong_8B/{mproc,raw_pipe,raw_socketpair}/pinned:{0,1}
@@ -60,11 +62,14 @@ mproc::ProcessOptions fork_options() {
 }
 
 // Child of the bandwidth run: acknowledges every kBatch messages; an empty message ends it.
-void mproc_sink(mproc::Connection conn) {
+void mproc_sink(mproc::Connection conn, bool into_buffer) {
   const std::array<std::byte, 1> ack{kAck};
+  std::vector<std::byte> buffer(into_buffer ? kMiB : 0);
   for (;;) {
     for (int i = 0; i < kBatch; ++i) {
-      if (conn.recv_bytes().empty()) return;
+      const std::size_t size =
+          into_buffer ? conn.recv_bytes_into(buffer) : conn.recv_bytes().size();
+      if (size == 0) return;
     }
     conn.send_bytes(ack);
   }
@@ -91,11 +96,11 @@ void stop_mproc_child(benchmark::State& state, mproc::Connection& conn, mproc::P
   }
 }
 
-void mproc_bandwidth(benchmark::State& state) {
+void mproc_bandwidth(benchmark::State& state, bool into_buffer) {
   const std::vector<std::byte> message = payload(kMiB);
   try {
     auto [parent, child_end] = mproc::Pipe();
-    mproc::Process child(fork_options(), mproc_sink, child_end);
+    mproc::Process child(fork_options(), mproc_sink, child_end, into_buffer);
     child.start();
     // As in Python: drop the parent's copy of the child's end, so a child that dies makes
     // recv() raise ConnectionClosed instead of waiting forever.
@@ -300,14 +305,19 @@ void memcpy_bandwidth(benchmark::State& state) {
 }
 
 // Two processes are involved: measure wall-clock time.
-BENCHMARK(mproc_bandwidth)->Name("pipe_bandwidth_1MiB/mproc")->UseRealTime();
+BENCHMARK_CAPTURE(mproc_bandwidth, recv_bytes, false)
+    ->Name("pipe_bandwidth_1MiB/mproc")
+    ->UseRealTime();
+BENCHMARK_CAPTURE(mproc_bandwidth, recv_bytes_into, true)
+    ->Name("pipe_bandwidth_1MiB_into/mproc")
+    ->UseRealTime();
 BENCHMARK_CAPTURE(raw_bandwidth, socketpair, RawKind::socketpair)
-    ->Name("pipe_bandwidth_1MiB/raw_socketpair")
+    ->Name("pipe_bandwidth_1MiB_into/raw_socketpair")
     ->UseRealTime();
 BENCHMARK_CAPTURE(raw_bandwidth, pipe, RawKind::pipe)
-    ->Name("pipe_bandwidth_1MiB/raw_pipe")
+    ->Name("pipe_bandwidth_1MiB_into/raw_pipe")
     ->UseRealTime();
-BENCHMARK(memcpy_bandwidth)->Name("pipe_bandwidth_1MiB/memcpy")->UseRealTime();
+BENCHMARK(memcpy_bandwidth)->Name("pipe_bandwidth_1MiB_into/memcpy")->UseRealTime();
 
 BENCHMARK(mproc_pingpong)
     ->Name("pipe_pingpong_8B/mproc")

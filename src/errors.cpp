@@ -67,6 +67,12 @@ TaskTimeout::TaskTimeout(std::int64_t pid, std::chrono::nanoseconds timeout,
       timeout_(timeout),
       task_index_(task_index) {}
 
+BufferTooShort::BufferTooShort(std::vector<std::byte> message, std::size_t buffer_size)
+    : Error("recv_bytes_into: the message has " + std::to_string(message.size()) +
+            " bytes but the buffer only " + std::to_string(buffer_size) +
+            "; the message is in BufferTooShort::message()"),
+      message_(std::move(message)) {}
+
 SystemError::SystemError(std::error_code code, std::string call)
     : Error(call + ": " + code.message()), code_(code), call_(std::move(call)) {}
 

@@ -219,7 +219,9 @@ struct ConnectionState {
     return claimed;
   }
 
-  ReceivedFrame receive(int sock) {
+  /// Receives one frame. With `into`, a payload that fits is read straight into it (and
+  /// frame.direct_size set) instead of into frame.bytes.
+  ReceivedFrame receive(int sock, std::span<std::byte>* into) {
     // 1. The header, reading ahead into buf.
     while (buffered() < kHeaderSize) {
       if (!buf) buf = std::make_unique<std::byte[]>(kReadAhead);
@@ -246,26 +248,41 @@ struct ConnectionState {
     ReceivedFrame frame;
     frame.fds = claim_fds(header_at, frame_end, h.fd_count);
 
-    // 2. The payload: first whatever was read ahead, then straight into its own buffer,
-    // which grows (doubling) only as bytes arrive. Never reads past this frame.
+    // 2. The payload: first whatever was read ahead, then straight into its destination —
+    // the caller's buffer when it is big enough (recv_bytes_into), else the frame's own
+    // buffer, which grows (doubling) only as bytes arrive. Never reads past this frame.
+    const auto truncated = [length](std::size_t got) {
+      return ConnectionClosed(
+          "peer closed the connection in the middle of a message "
+          "(truncated after " +
+          std::to_string(got) + " of " + std::to_string(length) + " payload bytes)");
+    };
     const std::size_t ahead = std::min(length, buffered());
-    frame.bytes.resize(std::max(ahead, std::min(length, kInitialPayload)));
-    if (ahead > 0) std::memcpy(frame.bytes.data(), buf.get() + begin, ahead);
-    begin += ahead;
-    if (begin == end) begin = end = 0;
-    std::size_t got = ahead;
-    while (got < length) {
-      if (got == frame.bytes.size()) {
-        frame.bytes.resize(std::min(length, 2 * frame.bytes.size()));
+    if (into != nullptr && length <= into->size()) {
+      std::byte* dst = into->data();
+      if (ahead > 0) std::memcpy(dst, buf.get() + begin, ahead);
+      begin += ahead;
+      if (begin == end) begin = end = 0;
+      for (std::size_t got = ahead; got < length;) {
+        const std::size_t n = recv_some(sock, dst + got, length - got);
+        if (n == 0) throw truncated(got);
+        got += n;
       }
-      const std::size_t n = recv_some(sock, frame.bytes.data() + got, frame.bytes.size() - got);
-      if (n == 0) {
-        throw ConnectionClosed(
-            "peer closed the connection in the middle of a message "
-            "(truncated after " +
-            std::to_string(got) + " of " + std::to_string(length) + " payload bytes)");
+      frame.direct_size = length;
+    } else {
+      frame.bytes.resize(std::max(ahead, std::min(length, kInitialPayload)));
+      if (ahead > 0) std::memcpy(frame.bytes.data(), buf.get() + begin, ahead);
+      begin += ahead;
+      if (begin == end) begin = end = 0;
+      std::size_t got = ahead;
+      while (got < length) {
+        if (got == frame.bytes.size()) {
+          frame.bytes.resize(std::min(length, 2 * frame.bytes.size()));
+        }
+        const std::size_t n = recv_some(sock, frame.bytes.data() + got, frame.bytes.size() - got);
+        if (n == 0) throw truncated(got);
+        got += n;
       }
-      got += n;
     }
     // Descriptors delivered by reads that ended inside this frame belong to no header.
     for (const auto& batch : fd_batches) {
@@ -389,6 +406,16 @@ void Connection::send_frame(std::span<const std::byte> payload, std::span<const 
 }
 
 detail::ReceivedFrame Connection::recv_frame() {
+  return recv_frame_into(nullptr);
+}
+
+std::size_t Connection::recv_bytes_into(std::span<std::byte> buffer) {
+  detail::ReceivedFrame frame = recv_frame_into(&buffer);
+  if (frame.direct_size != detail::ReceivedFrame::npos) return frame.direct_size;
+  throw BufferTooShort(std::move(frame.bytes), buffer.size());
+}
+
+detail::ReceivedFrame Connection::recv_frame_into(std::span<std::byte>* into) {
   if (closed()) throw UsageError("Connection: connection is closed");
   auto& s = *state_;
   if (!s.readable) throw UsageError(direction_hint(false));
@@ -399,7 +426,7 @@ detail::ReceivedFrame Connection::recv_frame() {
   const std::uint64_t pos_before = s.stream_pos;
   const bool idle_before = s.buffered() == 0 && s.fd_batches.empty();
   try {
-    return s.receive(sock);
+    return s.receive(sock, into);
   } catch (const SystemError&) {
     // A failed call that consumed nothing (e.g. EIO on the first read) leaves the stream at a
     // frame boundary: the connection stays usable. Otherwise the stream lost its framing.

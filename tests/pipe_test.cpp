@@ -354,6 +354,66 @@ TEST(Pipe, ManySmallMessagesKeepTheirOrderAndBoundaries) {
   EXPECT_FALSE(b.poll());
 }
 
+TEST(Pipe, RecvBytesIntoFillsTheCallersBuffer) {
+  auto [a, b] = Pipe();
+  std::vector<std::byte> buffer(4096);
+  a.send_bytes(pattern(1000, 7));
+  a.send_bytes(std::span<const std::byte>{});
+  a.send(std::string("typed message"));
+  EXPECT_EQ(b.recv_bytes_into(buffer), 1000u);
+  EXPECT_TRUE(matches_pattern(std::span(buffer).first(1000), 7));
+  EXPECT_EQ(b.recv_bytes_into(buffer), 0u);
+  // A typed message is bytes too: fingerprint then the encoded value.
+  EXPECT_GT(b.recv_bytes_into(buffer), std::string("typed message").size());
+}
+
+TEST(Pipe, RecvBytesIntoOfALargeMessageAcrossProcesses) {
+  auto [a, b] = Pipe();
+  const std::size_t size = std::size_t{48} << 20;
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    try {
+      a.send_bytes(pattern(size, 11));
+      a.send_bytes(pattern(size, 12));
+    } catch (...) {
+      ::_exit(1);
+    }
+    ::_exit(0);
+  }
+  std::vector<std::byte> buffer(size);
+  EXPECT_EQ(b.recv_bytes_into(buffer), size);
+  EXPECT_TRUE(matches_pattern(buffer, 11));
+  EXPECT_EQ(b.recv_bytes_into(buffer), size);
+  EXPECT_TRUE(matches_pattern(buffer, 12));
+  int status = 0;
+  ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+}
+
+TEST(Pipe, RecvBytesIntoATooSmallBufferThrowsBufferTooShortWithTheMessage) {
+  auto [a, b] = Pipe();
+  std::vector<std::byte> small(10);
+  a.send_bytes(pattern(100'000, 3));
+  a.send_bytes("next");
+  try {
+    (void)b.recv_bytes_into(small);
+    FAIL() << "expected BufferTooShort";
+  } catch (const mproc::BufferTooShort& e) {
+    EXPECT_EQ(e.message(), pattern(100'000, 3));
+  }
+  // Nothing was lost and the connection is still usable.
+  EXPECT_EQ(b.recv_bytes_into(small), 4u);
+  EXPECT_EQ(as_string(std::vector<std::byte>(small.begin(), small.begin() + 4)), "next");
+}
+
+TEST(Pipe, RecvBytesIntoClosesDescriptorsThatCameWithTheMessage) {
+  auto [a, b] = Pipe();
+  auto [c, d] = Pipe();
+  a.send(c);  // carries a descriptor
+  std::vector<std::byte> buffer(256);
+  EXPECT_GT(b.recv_bytes_into(buffer), 0u);  // the leak check proves the fd was closed
+}
+
 TEST(Pipe, CopiesShareOneDescriptorAndCloseClosesAll) {
   auto [a, b] = Pipe();
   Connection copy = a;

@@ -14,11 +14,13 @@
 #pragma once
 
 #include <chrono>
+#include <cstddef>
 #include <cstdint>
 #include <optional>
 #include <stdexcept>
 #include <string>
 #include <system_error>
+#include <vector>
 
 namespace mproc {
 
@@ -125,6 +127,17 @@ class QueueClosed : public Error {
 class ConnectionClosed : public Error {
  public:
   using Error::Error;
+};
+
+/// Connection::recv_bytes_into: the message is larger than the buffer (Python's
+/// multiprocessing.BufferTooShort). The whole message is kept in the exception: nothing is lost.
+class BufferTooShort : public Error {
+ public:
+  BufferTooShort(std::vector<std::byte> message, std::size_t buffer_size);
+  const std::vector<std::byte>& message() const noexcept { return message_; }
+
+ private:
+  std::vector<std::byte> message_;
 };
 
 /// The peer failed (or refused) the authkey challenge.

@@ -80,8 +80,11 @@ struct ConnectionState;
 
 /// One received frame: the payload and the descriptors that came with it.
 struct ReceivedFrame {
+  static constexpr std::size_t npos = static_cast<std::size_t>(-1);
   std::vector<std::byte> bytes;
   std::vector<UniqueFd> fds;
+  /// When the payload was read into a caller's buffer (recv_bytes_into): its length.
+  std::size_t direct_size = npos;
 };
 }  // namespace detail
 
@@ -127,6 +130,12 @@ class Connection {
   /// Receives one message's bytes, whatever sent it (send or send_bytes). Descriptors that
   /// came with the message are closed. Same blocking and errors as recv().
   [[nodiscard]] std::vector<std::byte> recv_bytes();
+  /// Receives one message's bytes into `buffer` and returns its length (Python's
+  /// recv_bytes_into): no allocation when the message fits, so a loop reusing one buffer
+  /// copies each byte once. A larger message throws BufferTooShort holding the whole message
+  /// (the connection stays usable). Descriptors that came with the message are closed. Same
+  /// blocking and other errors as recv().
+  [[nodiscard]] std::size_t recv_bytes_into(std::span<std::byte> buffer);
 
   /// True if a message (or part of one, or EOF) is ready to be received, without blocking.
   [[nodiscard]] bool poll() { return poll_for(std::chrono::nanoseconds::zero()); }
@@ -157,6 +166,7 @@ class Connection {
   friend struct handle_codec<Connection>;
 
   bool poll_for(std::chrono::nanoseconds timeout);
+  detail::ReceivedFrame recv_frame_into(std::span<std::byte>* into);
 
   std::shared_ptr<detail::ConnectionState> state_;
 };
