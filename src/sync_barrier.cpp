@@ -15,10 +15,6 @@ namespace {
 constexpr std::chrono::milliseconds liveness_period{100};
 constexpr int spin_iterations = 200;
 
-const std::uint32_t* futex_word(const std::atomic<std::uint32_t>& a) noexcept {
-  return reinterpret_cast<const std::uint32_t*>(&a);
-}
-
 std::uint64_t round_bit(std::uint32_t round) noexcept {
   return std::uint64_t{1} << (round % 64);
 }

@@ -11,9 +11,6 @@ namespace {
 // Read-only spin before sleeping: a wake-up that arrives within it costs no system call.
 constexpr int spin_iterations = 200;
 
-const std::uint32_t* futex_word(const std::atomic<std::uint32_t>& a) noexcept {
-  return reinterpret_cast<const std::uint32_t*>(&a);
-}
 }  // namespace
 }  // namespace mproc::detail
 

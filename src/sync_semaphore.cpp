@@ -80,8 +80,7 @@ std::uint32_t recover_dead_holders(SemaphoreState& st) {
 
 void wake(SemaphoreState& st, std::uint32_t n) {
   st.seq.fetch_add(1, std::memory_order_release);
-  sys::futex_wake(reinterpret_cast<const std::uint32_t*>(&st.seq),
-                  n > INT_MAX ? INT_MAX : static_cast<int>(n));
+  sys::futex_wake(detail::futex_word(st.seq), n > INT_MAX ? INT_MAX : static_cast<int>(n));
 }
 
 bool take(SemaphoreState& st, pid_t self) noexcept {
@@ -113,8 +112,8 @@ bool acquire_impl(SemaphoreState& st, const Deadline& deadline, bool try_only) {
     }
     if (st.seq.load(std::memory_order_acquire) == seen) {
       // Sleeps at most one liveness period, so dead holders are noticed while waiting.
-      static_cast<void>(sys::futex_wait(reinterpret_cast<const std::uint32_t*>(&st.seq), seen,
-                                        deadline.slice(liveness_period)));
+      static_cast<void>(
+          sys::futex_wait(detail::futex_word(st.seq), seen, deadline.slice(liveness_period)));
     }
     GuardLock guard(st.guard);
     const auto now = std::chrono::steady_clock::now();

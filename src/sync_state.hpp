@@ -27,6 +27,13 @@
 
 namespace mproc::detail {
 
+/// The 32-bit word behind an atomic, for sys::futex_wait/futex_wake (std::atomic<uint32_t> is
+/// lock-free and has the layout of its value on every platform mproc supports).
+inline const std::uint32_t* futex_word(const std::atomic<std::uint32_t>& a) noexcept {
+  static_assert(sizeof(std::atomic<std::uint32_t>) == sizeof(std::uint32_t));
+  return reinterpret_cast<const std::uint32_t*>(&a);
+}
+
 inline constexpr std::uint32_t state_magic = 0x6d53594e;  // "mSYN"
 inline constexpr std::uint32_t state_version = 1;
 

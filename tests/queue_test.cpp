@@ -17,6 +17,7 @@
 
 #include "mproc/process.hpp"
 #include "support/child_helpers.hpp"
+#include "support/start_methods.hpp"
 
 using namespace std::chrono_literals;
 using mproc::JoinableQueue;
@@ -34,24 +35,9 @@ constexpr int kScale = 10;  // sanitizers are ~10x slower; the release build run
 constexpr int kScale = 1;
 #endif
 
-const char* method_name(StartMethod m) {
-  switch (m) {
-    case StartMethod::fork: return "fork";
-    case StartMethod::forkserver: return "forkserver";
-    case StartMethod::spawn: return "spawn";
-  }
-  return "?";
-}
+class QueueEveryStartMethod : public mproc::test::EveryStartMethod {};
 
-class QueueEveryStartMethod : public ::testing::TestWithParam<StartMethod> {
- protected:
-  ProcessOptions opts() const { return ProcessOptions{.start = GetParam()}; }
-};
-
-INSTANTIATE_TEST_SUITE_P(Queue, QueueEveryStartMethod,
-                         ::testing::Values(StartMethod::fork, StartMethod::forkserver,
-                                           StartMethod::spawn),
-                         [](const auto& info) { return method_name(info.param); });
+MPROC_INSTANTIATE_FOR_EVERY_START_METHOD(Queue, QueueEveryStartMethod);
 
 // Items carry (producer, sequence) so the reader can check loss, duplicates and order.
 struct Tagged {

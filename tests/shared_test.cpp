@@ -35,13 +35,7 @@ namespace {
 constexpr auto deadline = 30s;
 
 int join_code(Process& p) {
-  if (!p.join_for(deadline)) {
-    p.kill();
-    p.join();
-    ADD_FAILURE() << "deadlock: child " << p.name() << " still running after 30 s";
-    return -999;
-  }
-  return p.exitcode().value_or(-998);
+  return mproc::test::join_within(p, deadline);
 }
 
 // A per-test name, so parallel ctest runs never collide.

@@ -42,15 +42,8 @@ void require(bool ok, const char* what) {
   if (!ok) throw std::runtime_error(what);
 }
 
-// Joins with a deadline; a child still running then is killed and reported as a deadlock.
 int join_code(Process& p) {
-  if (!p.join_for(deadline)) {
-    p.kill();
-    p.join();
-    ADD_FAILURE() << "deadlock: child " << p.name() << " still running after 30 s";
-    return -999;
-  }
-  return p.exitcode().value_or(-998);
+  return mproc::test::join_within(p, deadline);
 }
 
 // ---- child targets ------------------------------------------------------------------------
@@ -469,6 +462,23 @@ TEST(Event, SetClearIsSetAndWaitFor) {
   EXPECT_FALSE(e.is_set());
 }
 
+// Starts a thread that waits on `barrier` (setting `broken` if the wait breaks) and returns
+// once it is waiting.
+std::thread waiting_thread(Barrier& barrier, bool& broken) {
+  std::thread waiter([&barrier, &broken] {
+    try {
+      static_cast<void>(barrier.wait_for(deadline));
+    } catch (const mproc::BrokenBarrier&) {
+      broken = true;
+    }
+  });
+  const auto until = std::chrono::steady_clock::now() + deadline;
+  while (barrier.n_waiting() < 1 && std::chrono::steady_clock::now() < until) {
+    std::this_thread::sleep_for(1ms);
+  }
+  return waiter;
+}
+
 TEST(Barrier, ZeroPartiesIsAUsageError) {
   EXPECT_THROW(Barrier(0), mproc::UsageError);
 }
@@ -483,17 +493,7 @@ TEST(Barrier, SinglePartyTripsImmediatelyEveryRound) {
 TEST(Barrier, AbortBreaksWaitersAndLaterWaitsUntilReset) {
   Barrier barrier(2);
   bool waiter_broken = false;
-  std::thread waiter([&] {
-    try {
-      static_cast<void>(barrier.wait_for(deadline));
-    } catch (const mproc::BrokenBarrier&) {
-      waiter_broken = true;
-    }
-  });
-  const auto until = std::chrono::steady_clock::now() + deadline;
-  while (barrier.n_waiting() < 1 && std::chrono::steady_clock::now() < until) {
-    std::this_thread::sleep_for(1ms);
-  }
+  std::thread waiter = waiting_thread(barrier, waiter_broken);
   barrier.abort();
   waiter.join();
   EXPECT_TRUE(waiter_broken);
@@ -510,17 +510,7 @@ TEST(Barrier, AbortBreaksWaitersAndLaterWaitsUntilReset) {
 TEST(Barrier, ResetUnderAWaiterBreaksItsWaitOnly) {
   Barrier barrier(2);
   bool waiter_broken = false;
-  std::thread waiter([&] {
-    try {
-      static_cast<void>(barrier.wait_for(deadline));
-    } catch (const mproc::BrokenBarrier&) {
-      waiter_broken = true;
-    }
-  });
-  const auto until = std::chrono::steady_clock::now() + deadline;
-  while (barrier.n_waiting() < 1 && std::chrono::steady_clock::now() < until) {
-    std::this_thread::sleep_for(1ms);
-  }
+  std::thread waiter = waiting_thread(barrier, waiter_broken);
   barrier.reset();
   waiter.join();
   EXPECT_TRUE(waiter_broken);

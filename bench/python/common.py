@@ -77,3 +77,13 @@ def pin_cpu():
     cpuset can exclude CPU 0) -- the same choice as bench/support.hpp."""
     allowed = os.sched_getaffinity(0)
     return 0 if 0 in allowed else min(allowed)
+
+
+def reap(child, timeout=30):
+    """Joins a started child; kills it if it is still running after `timeout` seconds."""
+    if child.pid is None:
+        return
+    child.join(timeout=timeout)
+    if child.is_alive():
+        child.kill()
+        child.join()

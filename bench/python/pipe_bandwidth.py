@@ -50,11 +50,7 @@ def measure(bench, into_buffer, message, args, failures):
         failures[0] += 1
     finally:
         parent.close()
-        if child.pid is not None:
-            child.join(timeout=30)
-            if child.is_alive():
-                child.kill()
-                child.join()
+        common.reap(child)
 
 
 def main():

@@ -52,11 +52,7 @@ def run(variant, pinned, args, failures):
         failures[0] += 1
     finally:
         parent.close()
-        if child.pid is not None:
-            child.join(timeout=30)
-            if child.is_alive():
-                child.kill()
-                child.join()
+        common.reap(child)
         os.sched_setaffinity(0, saved)
 
 

@@ -43,10 +43,7 @@ def run_value(args, failures):
                             lambda count: increments_seconds(value, count), failures)
     finally:
         stop.set()
-        child.join(timeout=30)
-        if child.is_alive():
-            child.kill()
-            child.join()
+        common.reap(child)
 
 
 def answer(ping, pong, stop, cpu):
@@ -84,10 +81,7 @@ def run_event(variant, pinned, args, failures):
     finally:
         stop.set()
         ping.set()
-        child.join(timeout=30)
-        if child.is_alive():
-            child.kill()
-            child.join()
+        common.reap(child)
         os.sched_setaffinity(0, saved)
 
 
@@ -126,10 +120,7 @@ def run_barrier(args, failures):
             barrier.wait(timeout=10)
         except Exception:  # the child may already be gone; it is killed below if not
             pass
-        child.join(timeout=30)
-        if child.is_alive():
-            child.kill()
-            child.join()
+        common.reap(child)
 
 
 def main():

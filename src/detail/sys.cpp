@@ -133,20 +133,9 @@ int close(int fd) noexcept {
   return ::close(fd) == 0 ? 0 : errno;
 }
 
-UniqueFd dup_cloexec(int fd) {
-  MPROC_INJECT("dup");
-  return UniqueFd(static_cast<int>(check(::fcntl(fd, F_DUPFD_CLOEXEC, 0),
-                                         "fcntl(" + std::to_string(fd) + ", F_DUPFD_CLOEXEC)")));
-}
-
 void set_cloexec(int fd, bool on) {
   const int flags = static_cast<int>(check(::fcntl(fd, F_GETFD), "fcntl(F_GETFD)"));
   check(::fcntl(fd, F_SETFD, on ? (flags | FD_CLOEXEC) : (flags & ~FD_CLOEXEC)), "fcntl(F_SETFD)");
-}
-
-void set_nonblocking(int fd, bool on) {
-  const int flags = static_cast<int>(check(::fcntl(fd, F_GETFL), "fcntl(F_GETFL)"));
-  check(::fcntl(fd, F_SETFL, on ? (flags | O_NONBLOCK) : (flags & ~O_NONBLOCK)), "fcntl(F_SETFL)");
 }
 
 std::vector<int> open_fds() {
@@ -175,16 +164,6 @@ std::size_t read(int fd, void* buf, std::size_t n) {
   }
 }
 
-std::optional<std::size_t> read_some(int fd, void* buf, std::size_t n) {
-  MPROC_INJECT("read");
-  for (;;) {
-    const ssize_t rc = ::read(fd, buf, n);
-    if (rc >= 0) return static_cast<std::size_t>(rc);
-    if (errno == EAGAIN || errno == EWOULDBLOCK) return std::nullopt;
-    if (errno != EINTR) throw_errno("read()", errno);
-  }
-}
-
 bool read_exact(int fd, std::span<std::byte> buf, std::size_t* partial) {
   std::size_t done = 0;
   while (done < buf.size()) {
@@ -197,56 +176,6 @@ bool read_exact(int fd, std::span<std::byte> buf, std::size_t* partial) {
   }
   if (partial != nullptr) *partial = done;
   return true;
-}
-
-std::size_t write(int fd, const void* buf, std::size_t n) {
-  MPROC_INJECT("write");
-  for (;;) {
-    const ssize_t rc = ::write(fd, buf, n);
-    if (rc >= 0) return static_cast<std::size_t>(rc);
-    if (errno != EINTR) throw_errno("write()", errno);
-  }
-}
-
-void write_all(int fd, std::span<const std::span<const std::byte>> bufs) {
-  MPROC_INJECT("write");
-  constexpr std::size_t kMaxIov = 64;
-  std::array<iovec, kMaxIov> iov{};
-  std::size_t first = 0;       // first buffer not yet fully written
-  std::size_t first_done = 0;  // bytes of bufs[first] already written
-  while (first < bufs.size()) {
-    std::size_t count = 0;
-    for (std::size_t i = first; i < bufs.size() && count < kMaxIov; ++i) {
-      const std::size_t skip = (i == first) ? first_done : 0;
-      if (bufs[i].size() == skip) continue;
-      iov[count].iov_base = const_cast<std::byte*>(bufs[i].data() + skip);
-      // Linux caps one writev at 0x7ffff000 bytes; cap each iovec so the sum cannot overflow.
-      iov[count].iov_len = std::min<std::size_t>(bufs[i].size() - skip, std::size_t{1} << 30);
-      ++count;
-    }
-    if (count == 0) break;
-    ssize_t rc;
-    do {
-      rc = ::writev(fd, iov.data(), static_cast<int>(count));
-    } while (rc < 0 && errno == EINTR);
-    if (rc < 0) throw_errno("writev()", errno);
-    auto written = static_cast<std::size_t>(rc);
-    while (written > 0 && first < bufs.size()) {
-      const std::size_t left = bufs[first].size() - first_done;
-      if (written >= left) {
-        written -= left;
-        ++first;
-        first_done = 0;
-      } else {
-        first_done += written;
-        written = 0;
-      }
-    }
-    while (first < bufs.size() && bufs[first].size() == first_done) {
-      ++first;
-      first_done = 0;
-    }
-  }
 }
 
 void send_all(int fd, std::span<const std::byte> data) {
@@ -338,14 +267,6 @@ std::optional<int> waitid_pidfd(int pidfd, int options) {
   if (info.si_pid == 0) return std::nullopt;  // WNOHANG and still running
   if (info.si_code == CLD_EXITED) return info.si_status;
   return -info.si_status;  // CLD_KILLED / CLD_DUMPED
-}
-
-void setrlimit(int resource, const rlimit& limit) {
-  check(::setrlimit(static_cast<__rlimit_resource>(resource), &limit), "setrlimit()");
-}
-
-void sigaction(int sig, const struct sigaction& act, struct sigaction* old) {
-  check(::sigaction(sig, &act, old), "sigaction(" + std::to_string(sig) + ")");
 }
 
 // ---- shared memory and futexes

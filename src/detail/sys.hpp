@@ -24,8 +24,6 @@
 
 struct msghdr;
 struct pollfd;
-struct rlimit;
-struct sigaction;
 
 namespace mproc::detail::sys {
 
@@ -53,27 +51,16 @@ FdPair pipe(int flags = 0);
 FdPair socketpair(int type);
 /// close() once, never retried (Linux always releases the descriptor). Returns errno or 0.
 int close(int fd) noexcept;
-UniqueFd dup_cloexec(int fd);
 void set_cloexec(int fd, bool on);
-void set_nonblocking(int fd, bool on);
 /// Descriptors currently open in this process (from /proc/self/fd), sorted.
 std::vector<int> open_fds();
 
 // ---- byte I/O ---------------------------------------------------------------------------
-/// read(2) retrying EINTR. Returns bytes read, 0 at EOF. Throws SystemError otherwise
-/// (EAGAIN included: callers that use non-blocking descriptors use read_some).
+/// read(2) retrying EINTR. Returns bytes read, 0 at EOF. Throws SystemError otherwise.
 std::size_t read(int fd, void* buf, std::size_t n);
-/// Like read but returns nullopt on EAGAIN.
-std::optional<std::size_t> read_some(int fd, void* buf, std::size_t n);
 /// Reads exactly buf.size() bytes. Returns false if EOF came first (partial data is an
 /// error: *partial is set to the byte count read when non-null).
 bool read_exact(int fd, std::span<std::byte> buf, std::size_t* partial = nullptr);
-/// write(2) retrying EINTR; returns bytes written (may be short). EPIPE is thrown as
-/// SystemError (SIGPIPE is never raised: mproc writes to sockets with MSG_NOSIGNAL and
-/// ignores SIGPIPE nowhere else — pipes use write_all_nosigpipe).
-std::size_t write(int fd, const void* buf, std::size_t n);
-/// Writes every byte of every buffer (writev, retrying EINTR and short writes).
-void write_all(int fd, std::span<const std::span<const std::byte>> bufs);
 /// send(MSG_NOSIGNAL) of every byte on a socket, retrying EINTR and short writes.
 void send_all(int fd, std::span<const std::byte> data);
 /// sendmsg/recvmsg retrying EINTR. recvmsg returns 0 at EOF.
@@ -96,8 +83,6 @@ bool pidfd_send_signal(int pidfd, int sig);
 /// waitid(P_PIDFD, WEXITED | options). Returns nullopt if WNOHANG and not exited.
 /// The result is the raw wait status encoded as: >= 0 exit code, < 0 -signal.
 std::optional<int> waitid_pidfd(int pidfd, int options);
-void setrlimit(int resource, const rlimit& limit);
-void sigaction(int sig, const struct sigaction& act, struct sigaction* old);
 
 // ---- shared memory and futexes ---------------------------------------------------------------
 /// memfd_create(name, MFD_CLOEXEC): anonymous memory that vanishes with its last reference.

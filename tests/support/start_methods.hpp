@@ -5,6 +5,7 @@
 
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <string>
 
 #include "mproc/process.hpp"
@@ -26,6 +27,19 @@ class EveryStartMethod : public ::testing::TestWithParam<StartMethod> {
     return ProcessOptions{.name = std::move(name), .start = GetParam()};
   }
 };
+
+/// Joins `p` within `timeout`; a child still running then is killed and reported as a
+/// deadlock (a test failure) instead of hanging the suite. Returns the exit code.
+inline int join_within(Process& p, std::chrono::seconds timeout = std::chrono::seconds(30)) {
+  if (!p.join_for(timeout)) {
+    p.kill();
+    p.join();
+    ADD_FAILURE() << "deadlock: child " << p.name() << " still running after " << timeout.count()
+                  << " s";
+    return -999;
+  }
+  return p.exitcode().value_or(-998);
+}
 
 inline std::string start_method_param_name(const ::testing::TestParamInfo<StartMethod>& info) {
   return start_method_name(info.param);
