@@ -10,7 +10,10 @@
 //   pipe_bandwidth_1MiB_into/raw_pipe         write/read loops on pipe(2) (default capacity)
 //   pipe_bandwidth_1MiB_into/memcpy           memcpy of 1 MiB in one process: the RAM bound
 //
-// Latency: one iteration = parent sends 8 bytes, the child echoes them back.
+// Latency: one iteration = parent sends 8 bytes, the child echoes them back. Connection
+// carries small frames on a pipe per direction (its side socket only for descriptors and
+// payloads over 16 KiB), so raw_pipe is the bound to compare against; raw_socketpair is what
+// a socket-only Connection could at best reach.
 //   pipe_pingpong_8B/{mproc,raw_pipe,raw_socketpair}/pinned:{0,1}
 // pinned:1 pins both processes to one CPU (no cross-CPU wake-up); pinned:0 leaves them to the
 // scheduler.

@@ -28,11 +28,18 @@ tour=(
   "pipe_send_recv|A two-way conversation over a Pipe"
   "readme_hello|The README's first program"
   "sqrt_serial_vs_processes|When do processes pay off?"
+  "map_reduce_factorial|One call maps a function over a million inputs (mproc::map, map_reduce)"
   "value_array|Share a number and an array (Value, Array)"
   "shared_counter|A counter many processes increment under its lock"
   "lock_printing|Take turns with a Lock"
   "queue_write_read|A writer and a reader connected by a Queue"
   "queue_workers|Workers fed by one Queue, results on another"
+  "pool_map|A Pool maps a function over a list"
+  "pool_apply_async|Single tasks on a Pool: apply_async and Futures"
+  "pool_starmap|Several arguments per task: starmap over tuples"
+  "executor_submit|ProcessPoolExecutor: submit, then wait for the result"
+  "executor_as_completed|Results as they finish: as_completed"
+  "sqrt_pool_timing|When does a Pool pay off? serial vs Pool.map"
 )
 
 # Append examples that exist in the source tree but are not in the tour yet.

@@ -9,6 +9,8 @@ packages=(
   libgtest-dev                     # tests
   libbenchmark-dev                 # bench/
   libboost-dev                     # bench/: Boost.Interprocess as a peer
+  libtbb-dev                       # bench/: oneTBB as a peer of Pool (optional at configure)
+  python3-joblib                   # bench/ Python peers: loky, beside ProcessPoolExecutor
   python3                          # bench/ Python peers
   gnuplot-nox                      # bench/ plot
 )

@@ -35,6 +35,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "detail/sys.hpp"
 #include "mproc/detail/callable.hpp"
 #include "mproc/errors.hpp"
 
@@ -536,6 +537,23 @@ void run_call(Decoder& in, Encoder* result) {
   }
   const Trampoline entry = resolve_trampoline(read_code_ref(in));
   entry(in, result);
+}
+
+namespace {
+thread_local std::vector<UniqueFd> t_retained_fds;
+}
+
+void retain_attached_fds(Encoder& out, Encoder::Mark since) {
+  std::vector<int>& fds = out.fds();
+  for (std::size_t i = since.fds; i < fds.size(); ++i) {
+    UniqueFd copy = sys::dup(fds[i]);
+    fds[i] = copy.get();
+    t_retained_fds.push_back(std::move(copy));
+  }
+}
+
+void release_retained_fds() noexcept {
+  t_retained_fds.clear();
 }
 
 }  // namespace mproc::detail

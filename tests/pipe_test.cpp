@@ -5,7 +5,9 @@
 // polls with a deadline first and fails with "deadlock" instead of stalling.
 #include "mproc/pipe.hpp"
 
+#include <fcntl.h>
 #include <gtest/gtest.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/time.h>
@@ -20,6 +22,8 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <exception>
+#include <functional>
 #include <map>
 #include <new>
 #include <stdexcept>
@@ -181,11 +185,11 @@ std::vector<std::byte> pattern(std::size_t n, std::uint64_t seed) {
   return v;
 }
 
-/// Writes raw bytes into a socket, bypassing the framing (to forge or corrupt frames).
+/// Writes raw bytes into a pipe or socket, bypassing the framing (to forge or corrupt frames).
 void write_raw(int fd, const void* data, std::size_t n) {
   const auto* p = static_cast<const char*>(data);
   while (n > 0) {
-    const ssize_t w = ::send(fd, p, n, MSG_NOSIGNAL);
+    const ssize_t w = ::write(fd, p, n);
     if (w < 0 && errno == EINTR) continue;
     if (w < 0) throw std::runtime_error(std::string("send: ") + std::strerror(errno));
     p += w;
@@ -206,6 +210,36 @@ std::array<std::uint8_t, 16> header(std::uint64_t length, std::uint16_t fds = 0,
   for (int i = 0; i < 8; ++i) h[8 + i] = static_cast<std::uint8_t>(length >> (8 * i));
   return h;
 }
+
+constexpr std::uint8_t kSide = 0x01;  // pipe frame flag: the message is on the side socket
+
+/// One Connection end under test (duplex) and the raw descriptors of its peer, so that a test
+/// can forge what a peer writes on each channel (docs/wire-format.md, "Connection frames").
+struct ForgedPeer {
+  ForgedPeer() {
+    int to[2], from[2], sv[2];
+    if (::pipe2(to, O_CLOEXEC) != 0 || ::pipe2(from, O_CLOEXEC) != 0 ||
+        ::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) {
+      throw std::runtime_error(std::string("pipe2/socketpair: ") + std::strerror(errno));
+    }
+    frames.reset(to[1]);
+    replies.reset(from[0]);
+    side.reset(sv[1]);
+    conn = detail::make_connection(
+        {detail::UniqueFd(to[0]), detail::UniqueFd(from[1]), detail::UniqueFd(sv[0])}, true, true);
+  }
+  /// Closes every peer descriptor: the end under test sees EOF on both channels.
+  void hang_up() {
+    frames.reset();
+    replies.reset();
+    side.reset();
+  }
+
+  Connection conn;
+  detail::UniqueFd frames;   // write end of the pipe `conn` reads frames from
+  detail::UniqueFd replies;  // read end of the pipe `conn` writes frames to
+  detail::UniqueFd side;     // the peer's end of the side socket
+};
 
 /// Sets max_message_size() for one test.
 class MessageLimit {
@@ -315,10 +349,10 @@ TEST(Pipe, WrongDirectionOfOneWayPipeThrowsUsageError) {
     EXPECT_NE(std::string(e.what()).find("write end of a one-way pipe"), std::string::npos)
         << e.what();
   }
-  // The kernel agrees: the reader's socket refuses writes too.
+  // The kernel agrees: the reader's descriptor (a pipe's read end) refuses writes too.
   char byte = 'x';
-  EXPECT_EQ(::send(reader.fileno(), &byte, 1, MSG_NOSIGNAL), -1);
-  EXPECT_EQ(errno, EPIPE);
+  EXPECT_EQ(::write(reader.fileno(), &byte, 1), -1);
+  EXPECT_EQ(errno, EBADF);
   // And the pipe still works in its own direction afterwards.
   writer.send(3);
   EXPECT_EQ(reader.recv<int>(), 3);
@@ -365,6 +399,25 @@ TEST(Pipe, RecvBytesIntoFillsTheCallersBuffer) {
   EXPECT_EQ(b.recv_bytes_into(buffer), 0u);
   // A typed message is bytes too: fingerprint then the encoded value.
   EXPECT_GT(b.recv_bytes_into(buffer), std::string("typed message").size());
+  // One message at a time (each read then brings exactly one frame), including one that
+  // does not fit.
+  std::vector<std::byte> small(16);
+  for (const std::size_t size :
+       {std::size_t{0}, std::size_t{16}, std::size_t{17}, std::size_t{300}}) {
+    a.send_bytes(pattern(size, size));
+    ASSERT_TRUE(b.poll(10s));
+    if (size <= small.size()) {
+      EXPECT_EQ(b.recv_bytes_into(small), size);
+      EXPECT_TRUE(matches_pattern(std::span(small).first(size), size));
+    } else {
+      try {
+        (void)b.recv_bytes_into(small);
+        ADD_FAILURE() << "a " << size << "-byte message fit a 16-byte buffer";
+      } catch (const BufferTooShort& e) {
+        EXPECT_EQ(e.message(), pattern(size, size));
+      }
+    }
+  }
 }
 
 TEST(Pipe, RecvBytesIntoOfALargeMessageAcrossProcesses) {
@@ -606,68 +659,126 @@ TEST(Pipe, BlockedRecvReturnsWhenThePeerProcessDies) {
 }
 
 // ---- malformed input ---------------------------------------------------------------------
+// A ForgedPeer writes what a broken or hostile peer might: on the frame pipe, on the side
+// socket, or both.
 
 TEST(Pipe, BadMagicRaisesProtocolError) {
-  auto [a, b] = Pipe();
+  ForgedPeer peer;
   const auto h = header(4, 0, 1, "JUNK");
-  write_raw(a.fileno(), h.data(), h.size());
-  write_raw(a.fileno(), "abcd", 4);
-  EXPECT_THROW((void)b.recv_bytes(), ProtocolError);
+  write_raw(peer.frames.get(), h.data(), h.size());
+  write_raw(peer.frames.get(), "abcd", 4);
+  EXPECT_THROW((void)peer.conn.recv_bytes(), ProtocolError);
+}
+
+TEST(Pipe, BadMagicOnTheSideSocketRaisesProtocolError) {
+  ForgedPeer peer;
+  const auto announce = header(4, 0, 1, "MPCF", kSide);
+  const auto h = header(4, 0, 1, "JUNK");
+  write_raw(peer.frames.get(), announce.data(), announce.size());
+  write_raw(peer.side.get(), h.data(), h.size());
+  write_raw(peer.side.get(), "abcd", 4);
+  EXPECT_THROW((void)peer.conn.recv_bytes(), ProtocolError);
 }
 
 TEST(Pipe, UnknownFrameVersionOrFlagsRaiseProtocolError) {
   {
-    auto [a, b] = Pipe();
+    ForgedPeer peer;
     const auto h = header(0, 0, 2);
-    write_raw(a.fileno(), h.data(), h.size());
+    write_raw(peer.frames.get(), h.data(), h.size());
     try {
-      (void)b.recv_bytes();
+      (void)peer.conn.recv_bytes();
       FAIL() << "version 2 accepted";
     } catch (const ProtocolError& e) {
       EXPECT_NE(std::string(e.what()).find("version"), std::string::npos) << e.what();
     }
   }
   {
-    auto [a, b] = Pipe();
+    ForgedPeer peer;
     const auto h = header(0, 0, 1, "MPCF", 0x80);
-    write_raw(a.fileno(), h.data(), h.size());
-    EXPECT_THROW((void)b.recv_bytes(), ProtocolError);
+    write_raw(peer.frames.get(), h.data(), h.size());
+    EXPECT_THROW((void)peer.conn.recv_bytes(), ProtocolError);
+  }
+  {
+    // The side flag means something on the pipe only: a side frame carrying it is refused.
+    ForgedPeer peer;
+    const auto announce = header(0, 0, 1, "MPCF", kSide);
+    const auto h = header(0, 0, 1, "MPCF", kSide);
+    write_raw(peer.frames.get(), announce.data(), announce.size());
+    write_raw(peer.side.get(), h.data(), h.size());
+    try {
+      (void)peer.conn.recv_bytes();
+      FAIL() << "a side frame with the side flag was accepted";
+    } catch (const ProtocolError& e) {
+      EXPECT_NE(std::string(e.what()).find("flags"), std::string::npos) << e.what();
+    }
   }
 }
 
 TEST(Pipe, GarbageBytesRaiseProtocolErrorAndTheFailureIsSticky) {
-  auto [a, b] = Pipe();
+  ForgedPeer peer;
   const char garbage[] = "\x13\x37 this is not a frame header at all";
-  write_raw(a.fileno(), garbage, sizeof garbage);
-  EXPECT_THROW((void)b.recv_bytes(), ProtocolError);
+  write_raw(peer.frames.get(), garbage, sizeof garbage);
+  EXPECT_THROW((void)peer.conn.recv_bytes(), ProtocolError);
   // Whatever follows, the receiver cannot find a frame boundary again.
-  a.send(1);
-  EXPECT_THROW((void)b.recv<int>(), ProtocolError);
+  const auto h = header(3);
+  write_raw(peer.frames.get(), h.data(), h.size());
+  write_raw(peer.frames.get(), "abc", 3);
+  EXPECT_THROW((void)peer.conn.recv_bytes(), ProtocolError);
 }
 
 TEST(Pipe, HugeLengthRaisesProtocolErrorWithoutAllocating) {
-  auto [a, b] = Pipe();
-  const auto h = header(std::uint64_t{1} << 62);
-  write_raw(a.fileno(), h.data(), h.size());
-  write_raw(a.fileno(), "payload", 7);
-  (void)b.poll(10s);
-  g_largest_allocation = 0;
-  try {
-    (void)b.recv_bytes();
-    FAIL() << "a 2^62-byte length was accepted";
-  } catch (const ProtocolError& e) {
-    EXPECT_NE(std::string(e.what()).find("max_message_size"), std::string::npos) << e.what();
+  for (const std::uint8_t flags : {std::uint8_t{0}, kSide}) {
+    ForgedPeer peer;
+    const auto h = header(std::uint64_t{1} << 62, 0, 1, "MPCF", flags);
+    write_raw(peer.frames.get(), h.data(), h.size());
+    write_raw(flags == 0 ? peer.frames.get() : peer.side.get(), "payload", 7);
+    (void)peer.conn.poll(10s);
+    g_largest_allocation = 0;
+    try {
+      (void)peer.conn.recv_bytes();
+      FAIL() << "a 2^62-byte length was accepted (flags " << int{flags} << ")";
+    } catch (const ProtocolError& e) {
+      EXPECT_NE(std::string(e.what()).find("max_message_size"), std::string::npos) << e.what();
+    }
+    EXPECT_LT(g_largest_allocation.load(), kMiB);
   }
+}
+
+TEST(Pipe, HugeLengthOnTheSideSocketRaisesProtocolErrorWithoutAllocating) {
+  // The announcement is sane; the side frame then lies.
+  ForgedPeer peer;
+  const auto announce = header(100, 0, 1, "MPCF", kSide);
+  const auto h = header(std::uint64_t{1} << 62);
+  write_raw(peer.frames.get(), announce.data(), announce.size());
+  write_raw(peer.side.get(), h.data(), h.size());
+  g_largest_allocation = 0;
+  EXPECT_THROW((void)peer.conn.recv_bytes(), ProtocolError);
   EXPECT_LT(g_largest_allocation.load(), kMiB);
+}
+
+TEST(Pipe, SideFrameThatDoesNotMatchItsAnnouncementRaisesProtocolError) {
+  ForgedPeer peer;
+  const auto announce = header(100, 0, 1, "MPCF", kSide);
+  const auto h = header(5);
+  write_raw(peer.frames.get(), announce.data(), announce.size());
+  write_raw(peer.side.get(), h.data(), h.size());
+  write_raw(peer.side.get(), "12345", 5);
+  try {
+    (void)peer.conn.recv_bytes();
+    FAIL() << "a side frame of another length was accepted";
+  } catch (const ProtocolError& e) {
+    EXPECT_NE(std::string(e.what()).find("does not match its announcement"), std::string::npos)
+        << e.what();
+  }
 }
 
 TEST(Pipe, LengthAboveTheMessageLimitRaisesProtocolError) {
   MessageLimit limit(kMiB);
-  auto [a, b] = Pipe();
+  ForgedPeer peer;
   const auto h = header(kMiB + 1);
-  write_raw(a.fileno(), h.data(), h.size());
+  write_raw(peer.frames.get(), h.data(), h.size());
   g_largest_allocation = 0;
-  EXPECT_THROW((void)b.recv_bytes(), ProtocolError);
+  EXPECT_THROW((void)peer.conn.recv_bytes(), ProtocolError);
   EXPECT_LT(g_largest_allocation.load(), kMiB);
   // At the limit is fine (sent from a thread: 1 MiB is more than a socket buffer holds).
   auto [c, d] = Pipe();
@@ -688,30 +799,39 @@ TEST(Pipe, SendingMoreThanTheMessageLimitThrowsSerializationError) {
 
 TEST(Pipe, LyingLengthThenEofAllocatesOnlyWhatArrives) {
   MessageLimit limit(std::size_t{8} << 30);
-  auto [a, b] = Pipe();
-  const auto h = header(std::uint64_t{4} << 30);  // claims 4 GiB
-  write_raw(a.fileno(), h.data(), h.size());
-  write_raw(a.fileno(), "only this much", 14);
-  a.close();
-  g_largest_allocation = 0;
-  try {
-    (void)b.recv_bytes();
-    FAIL() << "a truncated message was delivered";
-  } catch (const ConnectionClosed& e) {
-    EXPECT_NE(std::string(e.what()).find("truncated after 14 of 4294967296"), std::string::npos)
-        << e.what();
+  // On the side socket, where large payloads travel (and on the pipe, which a peer can write
+  // anything into).
+  for (const std::uint8_t flags : {kSide, std::uint8_t{0}}) {
+    ForgedPeer peer;
+    const auto h = header(std::uint64_t{4} << 30);  // claims 4 GiB
+    const int payload_fd = flags == 0 ? peer.frames.get() : peer.side.get();
+    if (flags != 0) {
+      const auto announce = header(std::uint64_t{4} << 30, 0, 1, "MPCF", kSide);
+      write_raw(peer.frames.get(), announce.data(), announce.size());
+    }
+    write_raw(payload_fd, h.data(), h.size());
+    write_raw(payload_fd, "only this much", 14);
+    peer.hang_up();
+    g_largest_allocation = 0;
+    try {
+      (void)peer.conn.recv_bytes();
+      FAIL() << "a truncated message was delivered (flags " << int{flags} << ")";
+    } catch (const ConnectionClosed& e) {
+      EXPECT_NE(std::string(e.what()).find("truncated after 14 of 4294967296"), std::string::npos)
+          << e.what();
+    }
+    EXPECT_LE(g_largest_allocation.load(), 64 * kMiB);
   }
-  EXPECT_LE(g_largest_allocation.load(), 64 * kMiB);
 }
 
 TEST(Pipe, TruncatedPayloadThenEofRaisesConnectionClosed) {
-  auto [a, b] = Pipe();
+  ForgedPeer peer;
   const auto h = header(100);
-  write_raw(a.fileno(), h.data(), h.size());
-  write_raw(a.fileno(), "0123456789", 10);
-  a.close();
+  write_raw(peer.frames.get(), h.data(), h.size());
+  write_raw(peer.frames.get(), "0123456789", 10);
+  peer.hang_up();
   try {
-    (void)b.recv_bytes();
+    (void)peer.conn.recv_bytes();
     FAIL() << "a truncated message was delivered";
   } catch (const ConnectionClosed& e) {
     EXPECT_NE(std::string(e.what()).find("truncated after 10 of 100 payload bytes"),
@@ -721,17 +841,34 @@ TEST(Pipe, TruncatedPayloadThenEofRaisesConnectionClosed) {
 }
 
 TEST(Pipe, TruncatedHeaderThenEofRaisesConnectionClosed) {
-  auto [a, b] = Pipe();
+  ForgedPeer peer;
   const auto h = header(100);
-  write_raw(a.fileno(), h.data(), 5);
-  a.close();
+  write_raw(peer.frames.get(), h.data(), 5);
+  peer.hang_up();
   try {
-    (void)b.recv_bytes();
+    (void)peer.conn.recv_bytes();
     FAIL() << "a truncated header was accepted";
   } catch (const ConnectionClosed& e) {
     EXPECT_NE(std::string(e.what()).find("truncated after 5 of 16 header bytes"), std::string::npos)
         << e.what();
   }
+}
+
+TEST(Pipe, AnnouncedSideFrameThatNeverComesRaisesConnectionClosed) {
+  // The peer announced a message on the pipe and went away before its side-socket part: the
+  // message is truncated (not "peer closed the connection", which means between messages).
+  ForgedPeer peer;
+  const auto announce = header(100, 0, 1, "MPCF", kSide);
+  write_raw(peer.frames.get(), announce.data(), announce.size());
+  peer.hang_up();
+  try {
+    (void)peer.conn.recv_bytes();
+    FAIL() << "a message without its side frame was delivered";
+  } catch (const ConnectionClosed& e) {
+    EXPECT_NE(std::string(e.what()).find("truncated after 0 of 16 header bytes"), std::string::npos)
+        << e.what();
+  }
+  EXPECT_THROW((void)peer.conn.recv_bytes(), ConnectionClosed);  // sticky
 }
 
 /// Sends `bytes` with `fds` attached as SCM_RIGHTS, bypassing the framing.
@@ -753,30 +890,332 @@ void send_with_fds(int sock, std::span<const std::uint8_t> bytes, std::vector<in
   }
 }
 
+/// Announces on the pipe a side frame of `length` bytes with `fds` descriptors.
+void announce(ForgedPeer& peer, std::uint64_t length, std::uint16_t fds) {
+  const auto h = header(length, fds, 1, "MPCF", kSide);
+  write_raw(peer.frames.get(), h.data(), h.size());
+}
+
 TEST(Pipe, UnannouncedDescriptorsRaiseProtocolErrorAndAreClosed) {
   // The leak check after the test proves the received descriptors were closed.
-  auto [a, b] = Pipe();
+  ForgedPeer peer;
   auto [x, y] = Pipe();
+  announce(peer, 0, 0);
   const auto h = header(0, /*fds=*/0);
-  send_with_fds(a.fileno(), h, {x.fileno(), y.fileno()});
-  EXPECT_THROW((void)b.recv_bytes(), ProtocolError);
+  send_with_fds(peer.side.get(), h, {x.fileno(), y.fileno()});
+  EXPECT_THROW((void)peer.conn.recv_bytes(), ProtocolError);
 }
 
 TEST(Pipe, DescriptorsArrivingInsideAPayloadRaiseProtocolError) {
-  auto [a, b] = Pipe();
+  ForgedPeer peer;
   auto [x, y] = Pipe();
+  announce(peer, 8, 0);
   const auto h = header(8);
-  write_raw(a.fileno(), h.data(), h.size());
+  write_raw(peer.side.get(), h.data(), h.size());
   const std::array<std::uint8_t, 8> payload{};
-  send_with_fds(a.fileno(), payload, {x.fileno()});
-  EXPECT_THROW((void)b.recv_bytes(), ProtocolError);
+  send_with_fds(peer.side.get(), payload, {x.fileno()});
+  EXPECT_THROW((void)peer.conn.recv_bytes(), ProtocolError);
 }
 
 TEST(Pipe, MissingAnnouncedDescriptorsRaiseProtocolError) {
-  auto [a, b] = Pipe();
+  ForgedPeer peer;
+  announce(peer, 0, 2);
   const auto h = header(0, /*fds=*/2);
-  write_raw(a.fileno(), h.data(), h.size());
+  write_raw(peer.side.get(), h.data(), h.size());
+  EXPECT_THROW((void)peer.conn.recv_bytes(), ProtocolError);
+}
+
+TEST(Pipe, DescriptorsAnnouncedOnAPipeFrameRaiseProtocolError) {
+  // A pipe cannot carry descriptors: a pipe frame (no side flag) that announces some lies.
+  ForgedPeer peer;
+  const auto h = header(0, /*fds=*/1);
+  write_raw(peer.frames.get(), h.data(), h.size());
+  try {
+    (void)peer.conn.recv_bytes();
+    FAIL() << "a pipe frame announcing descriptors was accepted";
+  } catch (const ProtocolError& e) {
+    EXPECT_NE(std::string(e.what()).find("only the side socket"), std::string::npos) << e.what();
+  }
+}
+
+TEST(Pipe, ForgedFramesOnBothChannelsAreReceivedInAnnouncedOrder) {
+  // The positive case of the layout above, written byte by byte: pipe frame, side frame with
+  // a descriptor, pipe frame. Proves the documented format is the one the receiver reads.
+  ForgedPeer peer;
+  auto [x, y] = Pipe();
+  const auto first = header(3);
+  write_raw(peer.frames.get(), first.data(), first.size());
+  write_raw(peer.frames.get(), "one", 3);
+  announce(peer, 3, 1);
+  std::vector<std::uint8_t> side_frame(16 + 3);
+  const auto h = header(3, 1);
+  std::memcpy(side_frame.data(), h.data(), 16);
+  std::memcpy(side_frame.data() + 16, "two", 3);
+  send_with_fds(peer.side.get(), side_frame, {x.fileno()});
+  write_raw(peer.frames.get(), first.data(), first.size());
+  write_raw(peer.frames.get(), "3rd", 3);
+  EXPECT_EQ(as_string(peer.conn.recv_bytes()), "one");
+  detail::ReceivedFrame frame = peer.conn.recv_frame();
+  EXPECT_EQ(as_string(frame.bytes), "two");
+  ASSERT_EQ(frame.fds.size(), 1U);
+  EXPECT_TRUE(frame.fds[0]);
+  EXPECT_EQ(as_string(peer.conn.recv_bytes()), "3rd");
+  // And what the end under test sends is readable on the raw pipe with the same layout.
+  peer.conn.send_bytes("hi");
+  std::array<std::uint8_t, 18> got{};
+  ASSERT_EQ(::read(peer.replies.get(), got.data(), got.size()), 18);
+  const auto want = header(2);
+  EXPECT_TRUE(std::equal(want.begin(), want.end(), got.begin()));
+  EXPECT_EQ(got[16], 'h');
+  EXPECT_EQ(got[17], 'i');
+}
+
+TEST(Pipe, ConnectionOverOneSocketCarriesFramesAndDescriptors) {
+  // The public constructor: every frame (descriptors on its header) on one socket.
+  int sv[2];
+  ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+  Connection a(detail::UniqueFd{sv[0]});
+  Connection b(detail::UniqueFd{sv[1]});
+  auto [x, y] = Pipe();
+  a.send(std::make_tuple(std::string("with"), x));
+  a.send_bytes(pattern(200'000, 4));
+  EXPECT_EQ(b.fileno(), sv[1]);
+  auto [label, got] = b.recv<std::tuple<std::string, Connection>>();
+  EXPECT_EQ(label, "with");
+  EXPECT_EQ(b.recv_bytes(), pattern(200'000, 4));
+  got.send(5);
+  EXPECT_EQ(y.recv<int>(), 5);
+  // Such an end travels too, and stays a single-socket end.
+  auto [c, d] = Pipe();
+  c.send(a);
+  Connection a2 = d.recv<Connection>();
+  a2.send(6);
+  EXPECT_EQ(b.recv<int>(), 6);
+  // Raw bytes on the socket are frames: the old corrupt-peer checks hold here too.
+  write_raw(sv[0], "JUNKJUNKJUNKJUNK", 16);
   EXPECT_THROW((void)b.recv_bytes(), ProtocolError);
+}
+
+// ---- pipe and side socket together ----------------------------------------------------------
+
+/// The kinds of message the order tests interleave: each takes a different path (pipe frame,
+/// side frame written before or after its announcement, with or without descriptors).
+enum class Kind { small, empty, medium, large, fd, fd_and_large };
+
+Kind kind_of(int i) {
+  static constexpr std::array kinds = {Kind::small, Kind::fd,     Kind::large,        Kind::small,
+                                       Kind::empty, Kind::medium, Kind::fd_and_large, Kind::fd};
+  return kinds[static_cast<std::size_t>(i) % kinds.size()];
+}
+
+std::size_t size_of(Kind k, int i) {
+  switch (k) {
+    case Kind::small: return static_cast<std::size_t>(1 + i % 200);
+    case Kind::empty: return 0;
+    case Kind::medium: return 20'000;  // over the pipe limit, under the side-first limit
+    case Kind::large: return 300'000 + static_cast<std::size_t>(i);
+    case Kind::fd: return 10;
+    case Kind::fd_and_large: return 200'000;
+  }
+  return 0;
+}
+
+/// Sends message i of the sequence; a descriptor message carries a one-way pipe's writer on
+/// which the receiver then proves the descriptor is the right one.
+void send_nth(Connection& c, int i, std::vector<Connection>& readers) {
+  const Kind k = kind_of(i);
+  auto bytes = pattern(size_of(k, i), static_cast<std::uint64_t>(i));
+  if (k == Kind::fd || k == Kind::fd_and_large) {
+    auto [reader, writer] = Pipe(false);
+    c.send(std::make_tuple(i, bytes, writer));
+    readers.push_back(reader);
+  } else {
+    c.send_bytes(bytes);
+  }
+}
+
+/// Receives message i and checks it; replies through a received descriptor.
+void check_nth(Connection& c, int i) {
+  const Kind k = kind_of(i);
+  const auto want = pattern(size_of(k, i), static_cast<std::uint64_t>(i));
+  if (k == Kind::fd || k == Kind::fd_and_large) {
+    auto [n, bytes, writer] = c.recv<std::tuple<int, std::vector<std::byte>, Connection>>();
+    require(n == i, "message " + std::to_string(i) + " arrived as " + std::to_string(n));
+    require(bytes == want, "payload of message " + std::to_string(i));
+    writer.send(i);
+  } else {
+    require(c.recv_bytes() == want, "message " + std::to_string(i));
+  }
+}
+
+TEST(Pipe, DescriptorsAndLargePayloadsInterleavedWithSmallFramesKeepTheirOrder) {
+  auto [a, b] = Pipe();
+  constexpr int kCount = 64;
+  std::vector<Connection> readers;
+  std::exception_ptr failure;
+  // All queued at once from a thread, so the receiver finds both channels full of frames.
+  std::thread sender([&, &a = a] {
+    try {
+      for (int i = 0; i < kCount; ++i) send_nth(a, i, readers);
+    } catch (...) {
+      failure = std::current_exception();
+    }
+  });
+  for (int i = 0; i < kCount; ++i) {
+    ASSERT_NO_THROW(check_nth(b, i)) << "message " << i;
+  }
+  sender.join();
+  if (failure) std::rethrow_exception(failure);
+  int fd_messages = 0;
+  for (auto& reader : readers) {
+    ASSERT_TRUE(reader.poll(10s));
+    const int n = reader.recv<int>();
+    EXPECT_TRUE(kind_of(n) == Kind::fd || kind_of(n) == Kind::fd_and_large) << n;
+    ++fd_messages;
+  }
+  EXPECT_EQ(fd_messages, 24);
+  EXPECT_FALSE(b.poll());
+}
+
+TEST(Pipe, InterleavedChannelsKeepTheirOrderBetweenProcessesInBothDirections) {
+  auto [parent, child] = Pipe();
+  constexpr int kCount = 48;
+  const pid_t pid = fork_child([&, &parent = parent, &child = child] {
+    parent.close();
+    std::vector<Connection> readers;
+    std::thread sender([&] {
+      for (int i = 0; i < kCount; ++i) send_nth(child, i, readers);
+    });
+    for (int i = 0; i < kCount; ++i) {
+      await_readable(child);
+      check_nth(child, i);
+    }
+    sender.join();
+    for (auto& reader : readers) {
+      await_readable(reader);
+      require(reader.recv<int>() >= 0, "reply through a descriptor");
+    }
+  });
+  child.close();
+  std::vector<Connection> readers;
+  std::thread sender([&, &parent = parent] {
+    for (int i = 0; i < kCount; ++i) send_nth(parent, i, readers);
+  });
+  for (int i = 0; i < kCount; ++i) {
+    await_readable(parent);
+    ASSERT_NO_THROW(check_nth(parent, i)) << "message " << i;
+  }
+  sender.join();
+  for (auto& reader : readers) {
+    ASSERT_TRUE(reader.poll(30s));
+    EXPECT_GE(reader.recv<int>(), 0);
+  }
+  EXPECT_EQ(wait_child(pid), 0);
+}
+
+TEST(Pipe, FilenoIsTheDescriptorThatBecomesReadableWhenAMessageArrives) {
+  auto [a, b] = Pipe();
+  pollfd p{b.fileno(), POLLIN, 0};
+  EXPECT_EQ(::poll(&p, 1, 0), 0);
+  // A side-socket message (small enough for the socket buffer: no reader runs yet) is
+  // announced on the pipe.
+  a.send_bytes(pattern(100'000, 5));
+  p.revents = 0;
+  ASSERT_EQ(::poll(&p, 1, 10'000), 1) << "deadlock: fileno() never became readable";
+  EXPECT_NE(p.revents & POLLIN, 0);
+  EXPECT_EQ(b.recv_bytes(), pattern(100'000, 5));
+  a.send(1);
+  p.revents = 0;
+  ASSERT_EQ(::poll(&p, 1, 10'000), 1);
+  EXPECT_EQ(b.recv<int>(), 1);
+  // The write end of a one-way pipe reports the pipe it writes, which is writable.
+  auto [reader, writer] = Pipe(false);
+  pollfd w{writer.fileno(), POLLOUT, 0};
+  EXPECT_EQ(::poll(&w, 1, 0), 1);
+  EXPECT_NE(reader.fileno(), writer.fileno());
+}
+
+TEST(Pipe, SendingToADeadPeerIsConnectionClosedNotSigpipe) {
+  // write(2) on a pipe raises SIGPIPE; Pipe() makes sure it cannot kill the sender.
+  auto [a, b] = Pipe();
+  struct sigaction current {};
+  ASSERT_EQ(::sigaction(SIGPIPE, nullptr, &current), 0);
+  EXPECT_NE(current.sa_handler, SIG_DFL);
+  const pid_t pid = fork_child([&, &a = a, &b = b] {
+    a.close();
+    (void)b.recv<int>();  // the parent is gone after this
+    for (int i = 0; i < 3; ++i) {
+      try {
+        b.send(i);  // a pipe frame
+        throw std::runtime_error("send to a dead peer succeeded");
+      } catch (const ConnectionClosed&) {
+      }
+    }
+    try {
+      b.send_bytes(pattern(kMiB, 1));  // a side frame
+      throw std::runtime_error("send to a dead peer succeeded");
+    } catch (const ConnectionClosed&) {
+    }
+  });
+  b.close();
+  a.send(0);
+  a.close();
+  EXPECT_EQ(wait_child(pid), 0);
+}
+
+// Peer killed mid-frame, on each channel: a forked ForgedPeer writes part of a frame and
+// kills itself; the parent holds no copy of the peer's descriptors.
+void peer_dies_after(const std::function<void(ForgedPeer&)>& write_part,
+                     const std::string& expected) {
+  ForgedPeer peer;
+  const pid_t pid = fork_child([&] {
+    peer.conn.close();
+    write_part(peer);
+    ::raise(SIGKILL);
+  });
+  peer.hang_up();
+  EXPECT_EQ(wait_child(pid), -SIGKILL);
+  try {
+    (void)peer.conn.recv_bytes();
+    ADD_FAILURE() << "a truncated message was delivered";
+  } catch (const ConnectionClosed& e) {
+    EXPECT_NE(std::string(e.what()).find(expected), std::string::npos) << e.what();
+  }
+  EXPECT_THROW((void)peer.conn.recv_bytes(), ConnectionClosed);
+}
+
+TEST(Pipe, PeerKilledMidFrameOnThePipeRaisesConnectionClosed) {
+  peer_dies_after(
+      [](ForgedPeer& p) {
+        const auto h = header(1000);
+        write_raw(p.frames.get(), h.data(), h.size());
+        write_raw(p.frames.get(), "partial", 7);
+      },
+      "truncated after 7 of 1000 payload bytes");
+  peer_dies_after(
+      [](ForgedPeer& p) {
+        const auto h = header(1000);
+        write_raw(p.frames.get(), h.data(), 9);
+      },
+      "truncated after 9 of 16 header bytes");
+}
+
+TEST(Pipe, PeerKilledMidFrameOnTheSideSocketRaisesConnectionClosed) {
+  peer_dies_after(
+      [](ForgedPeer& p) {
+        announce(p, 1000, 0);
+        const auto h = header(1000);
+        write_raw(p.side.get(), h.data(), h.size());
+        write_raw(p.side.get(), "partial", 7);
+      },
+      "truncated after 7 of 1000 payload bytes");
+  peer_dies_after(
+      [](ForgedPeer& p) {
+        announce(p, 1000, 0);
+        const auto h = header(1000);
+        write_raw(p.side.get(), h.data(), 3);
+      },
+      "truncated after 3 of 16 header bytes");
 }
 
 // ---- connections inside messages ------------------------------------------------------------
@@ -942,28 +1381,103 @@ TEST(Pipe, TransfersSurviveAnInterruptStorm) {
   EXPECT_EQ(wait_child(pid), 0);
 }
 
-TEST(Pipe, InjectedSendmsgFailureSurfacesAsSystemError) {
+TEST(Pipe, InjectedWriteFailureOnThePipeLeavesTheConnectionUsable) {
+  // Small frames go out with one write(2), larger pipe frames with writev(2).
   auto [a, b] = Pipe();
+  for (const char* call : {"write", "writev"}) {
+    const auto message = pattern(std::string(call) == "write" ? 8 : 4000, 1);
+    detail::sys::inject_failure(call, EIO);
+    try {
+      a.send_bytes(message);
+      detail::sys::inject_failure(call, 0, 0);
+      FAIL() << "the injected " << call << " failure did not surface";
+    } catch (const SystemError& e) {
+      EXPECT_EQ(e.code().value(), EIO);
+      EXPECT_EQ(e.call(), std::string(call) + "()");
+    }
+    // Nothing reached the wire, so the connection is still usable.
+    EXPECT_FALSE(b.poll());
+    a.send_bytes(message);
+    EXPECT_EQ(b.recv_bytes(), message);
+  }
+}
+
+TEST(Pipe, InjectedSendmsgFailureBeforeASmallSideFrameLeavesTheConnectionUsable) {
+  // A descriptor-carrying message small enough to go on the side socket before its pipe
+  // announcement: a failed sendmsg leaves nothing on either channel.
+  auto [a, b] = Pipe();
+  auto [x, y] = Pipe();
   detail::sys::inject_failure("sendmsg", EIO);
   try {
-    a.send(1);
+    a.send(x);
     FAIL() << "the injected failure did not surface";
   } catch (const SystemError& e) {
     EXPECT_EQ(e.code().value(), EIO);
     EXPECT_EQ(e.call(), "sendmsg()");
   }
-  // Nothing reached the wire, so the connection is still usable.
-  a.send(2);
-  EXPECT_EQ(b.recv<int>(), 2);
+  EXPECT_FALSE(b.poll());
+  a.send(x);
+  Connection got = b.recv<Connection>();
+  got.send(3);
+  EXPECT_EQ(y.recv<int>(), 3);
 }
 
-TEST(Pipe, InjectedRecvmsgFailureSurfacesAsSystemError) {
+TEST(Pipe, FailureAfterTheAnnouncementWakesTheReceiverWithConnectionClosed) {
+  // A large message is announced on the pipe first; if its side frame then fails, the
+  // receiver (already waiting on the socket, or about to) must not wait forever, and the
+  // sender must not pretend the direction still works.
   auto [a, b] = Pipe();
-  a.send(1);
-  detail::sys::inject_failure("recvmsg", EIO);
+  detail::sys::inject_failure("sendmsg", EIO);
+  EXPECT_THROW(a.send_bytes(pattern(kMiB, 1)), SystemError);
+  ASSERT_TRUE(b.poll(10s)) << "deadlock: the announcement did not arrive";
+  try {
+    (void)b.recv_bytes();
+    FAIL() << "a message without its side frame was delivered";
+  } catch (const ConnectionClosed& e) {
+    EXPECT_NE(std::string(e.what()).find("truncated"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(a.send_bytes("later"), SystemError);  // sticky on the sending side
+  // The other direction is untouched.
+  b.send(4);
+  EXPECT_EQ(a.recv<int>(), 4);
+}
+
+TEST(Pipe, FailureAfterAnUnannouncedSideFrameMakesSendingSticky) {
+  // The side frame went out but its announcement did not: the next side frame could be
+  // matched with the wrong announcement, so the sending direction refuses further messages.
+  auto [a, b] = Pipe();
+  auto [x, y] = Pipe();
+  detail::sys::inject_failure("writev", EIO);
+  EXPECT_THROW(a.send(x), SystemError);
+  EXPECT_THROW(a.send(x), SystemError);
+  EXPECT_THROW(a.send_bytes("small"), SystemError);
+  EXPECT_FALSE(b.poll());  // no announcement reached the pipe
+}
+
+TEST(Pipe, InjectedReadFailureOnEitherChannelSurfacesAsSystemErrorAndLosesNothing) {
+  auto [a, b] = Pipe();
+  a.send(1);  // a pipe frame
+  detail::sys::inject_failure("read", EIO);
   EXPECT_THROW((void)b.recv<int>(), SystemError);
   // The failed call consumed nothing: the message is still there.
   EXPECT_EQ(b.recv<int>(), 1);
+  // A side frame (100 KB fits the socket buffer): the failed recvmsg leaves its announcement
+  // unconsumed too.
+  a.send_bytes(pattern(100'000, 9));
+  detail::sys::inject_failure("recvmsg", EIO);
+  try {
+    (void)b.recv_bytes();
+    FAIL() << "the injected failure did not surface";
+  } catch (const SystemError& e) {
+    EXPECT_EQ(e.call(), "recvmsg()");
+  }
+  EXPECT_TRUE(b.poll());
+  EXPECT_EQ(b.recv_bytes(), pattern(100'000, 9));
+}
+
+TEST(Pipe, InjectedPipeFailureSurfacesFromPipe) {
+  detail::sys::inject_failure("pipe2", EMFILE);
+  EXPECT_THROW((void)Pipe(), SystemError);
 }
 
 TEST(Pipe, InjectedSocketpairFailureSurfacesFromPipe) {

@@ -34,14 +34,15 @@ def parse_args(description):
     return args
 
 
-def emit(bench, metric, samples, ops):
-    print(json.dumps({"bench": bench, "impl": "python", "metric": metric,
+def emit(bench, metric, samples, ops, impl="python"):
+    """impl names the peer when a workload has several Python ones (e.g. "python_executor")."""
+    print(json.dumps({"bench": bench, "impl": impl, "metric": metric,
                       "value": statistics.median(samples), "samples": samples,
                       "ops_per_repetition": ops}), flush=True)
 
 
-def emit_error(bench, exc):
-    print(json.dumps({"bench": bench, "impl": "python",
+def emit_error(bench, exc, impl="python"):
+    print(json.dumps({"bench": bench, "impl": impl,
                       "error": f"{type(exc).__name__}: {exc}"}), flush=True)
     traceback.print_exc(file=sys.stderr)
 

@@ -104,6 +104,8 @@ class Encoder {
   std::vector<std::byte>& bytes() noexcept { return bytes_; }
   const std::vector<std::byte>& bytes() const noexcept { return bytes_; }
   const std::vector<int>& fds() const noexcept { return fds_; }
+  /// The attached descriptors, for a caller that replaces borrowed ones with owned copies.
+  std::vector<int>& fds() noexcept { return fds_; }
 
   /// Makes room for `additional` more bytes without giving up geometric growth.
   void reserve(std::size_t additional) {

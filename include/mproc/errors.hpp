@@ -16,10 +16,13 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <exception>
 #include <optional>
 #include <stdexcept>
 #include <string>
 #include <system_error>
+#include <type_traits>
+#include <typeinfo>
 #include <vector>
 
 namespace mproc {
@@ -177,5 +180,66 @@ class SystemError : public Error {
   std::error_code code_;
   std::string call_;
 };
+
+// ---- exceptions that cross a process boundary -----------------------------------------------
+
+namespace detail {
+/// Builds the exception a registered type stands for, from the remote what().
+using ExceptionFactory = std::exception_ptr (*)(const std::string& what);
+/// Registers `factory` under the demangled name of `type` (see register_exception).
+/// UsageError if another type with the same name is registered already.
+void register_exception_factory(const std::type_info& type, ExceptionFactory factory);
+}  // namespace detail
+
+/// An E thrown by a task comes back to the caller as an E (what() preserved) instead of a
+/// RemoteError. E derives publicly from std::exception and is constructible from std::string
+/// (or const char*), or default-constructible (what() then is E's own); E(what) must
+/// reproduce what() for the message to survive unchanged. Types travel by their demangled
+/// name, identical in every process running the same binary, so registration is needed only
+/// in the process that decodes results (the parent), before they arrive; the worker needs
+/// nothing. Idempotent and thread-safe. Pre-registered: the std::logic_error and
+/// std::runtime_error families, std::bad_alloc, bad_cast, bad_typeid, bad_function_call,
+/// bad_optional_access, bad_variant_access, bad_array_new_length, and mproc's own
+/// string-constructible errors (Error, Cancelled, ProtocolError, UsageError, ...).
+/// A registered exception loses the remote backtrace and pid; a RemoteError keeps them.
+///
+///     struct ParseError : std::runtime_error { using std::runtime_error::runtime_error; };
+///     mproc::register_exception<ParseError>();
+///     try { pool.apply(parse, text); } catch (const ParseError& e) { ... }
+template <class E>
+void register_exception() {
+  constexpr bool is_exception = std::is_class_v<E> && std::is_convertible_v<E*, std::exception*>;
+  constexpr bool rebuildable = std::is_constructible_v<E, const std::string&> ||
+                               std::is_constructible_v<E, const char*> ||
+                               std::is_default_constructible_v<E>;
+  constexpr bool throwable = std::is_copy_constructible_v<E> || std::is_move_constructible_v<E>;
+  static_assert(std::is_same_v<E, std::remove_cvref_t<E>>,
+                "mproc::register_exception<E>: E must be a plain class type (no const, no "
+                "reference)");
+  static_assert(is_exception,
+                "mproc::register_exception<E>: E must derive publicly from std::exception "
+                "(other thrown types come back as mproc::RemoteError)");
+  static_assert(!std::is_abstract_v<E>, "mproc::register_exception<E>: E must not be abstract");
+  static_assert(rebuildable,
+                "mproc::register_exception<E>: E needs a constructor taking the message "
+                "(E(const std::string&) or E(const char*)) or a default constructor, so that "
+                "the receiving process can rebuild it");
+  static_assert(throwable,
+                "mproc::register_exception<E>: E must be copy- or move-constructible to be "
+                "thrown");
+  // Registering only when every check passed keeps the compiler's output to the one message.
+  if constexpr (is_exception && !std::is_abstract_v<E> && rebuildable && throwable) {
+    detail::register_exception_factory(typeid(E), [](const std::string& what) {
+      if constexpr (std::is_constructible_v<E, const std::string&>) {
+        return std::make_exception_ptr(E(what));
+      } else if constexpr (std::is_constructible_v<E, const char*>) {
+        return std::make_exception_ptr(E(what.c_str()));
+      } else {
+        static_cast<void>(what);
+        return std::make_exception_ptr(E());
+      }
+    });
+  }
+}
 
 }  // namespace mproc

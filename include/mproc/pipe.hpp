@@ -14,10 +14,10 @@
 //  - send(x) encodes any transferable value (codec.hpp) and recv<T>() decodes it; a T that
 //    differs from the sent type throws SerializationError. send_bytes/recv_bytes carry raw
 //    bytes. Messages are delivered whole and in order; zero-length messages are valid.
-//  - A Connection is a cheap, copyable handle: copies share one descriptor, and close() on
-//    any copy closes it for all of them. The last copy to go closes it too. Connections travel
-//    inside messages (even through another Connection, as SCM_RIGHTS) and as Process/task
-//    arguments: the receiver gets a handle to the same channel end.
+//  - A Connection is a cheap, copyable handle: copies share one set of descriptors, and
+//    close() on any copy closes them for all of them. The last copy to go closes them too.
+//    Connections travel inside messages (even through another Connection, as SCM_RIGHTS) and
+//    as Process/task arguments: the receiver gets a handle to the same channel end.
 //
 // Guarantees
 //  - recv never trusts the peer: a bad header, an unknown frame version or a length above
@@ -28,6 +28,10 @@
 //  - The peer going away is ConnectionClosed, never a hang and never SIGPIPE: EOF between
 //    messages reads "peer closed the connection"; EOF inside a message (the peer died or closed
 //    mid-send) is ConnectionClosed too and its message says the message was truncated.
+//    (A pipe write has no MSG_NOSIGNAL: the first pipe end a process makes installs a
+//    do-nothing SIGPIPE handler if SIGPIPE still has its default disposition, much as CPython
+//    ignores SIGPIPE. Unlike SIG_IGN it is reset by exec. A program that sets SIGPIPE back to
+//    SIG_DFL afterwards is killed by a write to a dead peer, as it asked.)
 //    A blocking recv whose peer process dies returns with ConnectionClosed, as long as no other
 //    process still holds the peer's end (close the ends you hand to a child, as in Python).
 //  - Descriptors received with a message and not claimed by the decoded value are closed.
@@ -42,21 +46,29 @@
 //  multi-producer/multi-consumer work. Do not fork while another thread is inside send/recv on
 //  a connection the child will use (the child would inherit the held lock).
 //
-// Fork, forkserver, spawn: a Connection argument reaches the child as the same socket end
-// (inherited under fork, passed as a descriptor otherwise). A Connection that has received
+// Fork, forkserver, spawn: a Connection argument reaches the child as the same channel end
+// (its descriptors inherited under fork, passed otherwise). A Connection that has received
 // part of a message it has not returned yet (bytes read ahead into its buffer) cannot be sent
 // to another process: that throws UsageError rather than losing the buffered bytes.
+//
+// Transport: each direction of a Pipe() has its own pipe(2) for frames (a pipe round trip
+// costs about 60% of an AF_UNIX socket's), and the two ends share one AF_UNIX stream
+// socketpair, the side socket, for what only a socket carries well: descriptors (SCM_RIGHTS)
+// and payloads over 16 KiB (a socket moves them several times faster than a pipe). A frame
+// on the pipe with the "side" flag says the message is the next frame on the side socket, so
+// order is kept. A duplex end holds three descriptors, a one-way end two.
 //
 // Wire format (docs/wire-format.md, "Connection frames"): each message is one frame,
 //
 //      0        4     5       6             8                              16
 //      +--------+-----+-------+-------------+-------------------------------+-----------
 //      | "MPCF" | ver | flags | fd count    | payload length                | payload…
-//      | magic  | =1  | =0    | u16 LE      | u64 LE                        |
+//      | magic  | =1  | side? | u16 LE      | u64 LE                        |
 //      +--------+-----+-------+-------------+-------------------------------+-----------
 //
-//  sent over an AF_UNIX stream socket; descriptors travel as SCM_RIGHTS ancillary data on the
-//  sendmsg that carries the header (at most 253 per message, the kernel's SCM_MAX_FD).
+//  on the pipe (flags 0: the payload follows on the pipe; flags 1: no payload here, the next
+//  frame on the side socket — same fd count and length, flags 0 — is the message, its
+//  descriptors (at most 253, the kernel's SCM_MAX_FD) attached as SCM_RIGHTS to its header).
 #pragma once
 
 #include <chrono>
@@ -75,8 +87,23 @@
 
 namespace mproc {
 
+class Connection;
+
 namespace detail {
 struct ConnectionState;
+
+/// The descriptors of one end of a Pipe() (internal: Pipe(), the handle codec and tests that
+/// forge a peer use it). frames_in/frames_out: the pipe read end carrying frames to this end
+/// (present iff it is readable) and the pipe write end carrying frames from it (iff
+/// writable); side: the side socket.
+struct ConnectionFds {
+  UniqueFd frames_in;
+  UniqueFd frames_out;
+  UniqueFd side;
+};
+/// An end over pipes and a side socket (the layout Pipe() makes). UsageError if the pipes do
+/// not match the directions.
+Connection make_connection(ConnectionFds fds, bool readable, bool writable);
 
 /// One received frame: the payload and the descriptors that came with it.
 struct ReceivedFrame {
@@ -94,10 +121,11 @@ class Connection {
   /// A closed connection: every operation but closed()/readable()/writable() throws UsageError.
   Connection() noexcept = default;
   /// Takes ownership of `fd`, a connected AF_UNIX stream socket whose peer speaks this frame
-  /// format. `readable`/`writable` say which directions this end may use.
+  /// format; every frame then travels on that socket (no pipes, no side flag).
+  /// `readable`/`writable` say which directions this end may use.
   explicit Connection(detail::UniqueFd fd, bool readable = true, bool writable = true);
 
-  /// Encodes `value` and sends it as one message. Blocks while the socket buffer is full (the
+  /// Encodes `value` and sends it as one message. Blocks while the pipe or socket is full (the
   /// peer is not reading). Throws ConnectionClosed if the peer is gone, UsageError on a closed
   /// connection or the read end of a one-way pipe, SerializationError if the encoded message
   /// exceeds max_message_size(), SystemError on other failures.
@@ -147,13 +175,16 @@ class Connection {
     return poll_for(std::chrono::ceil<std::chrono::nanoseconds>(timeout));
   }
 
-  /// Closes the descriptor for every copy of this handle. Idempotent; never throws.
+  /// Closes the descriptors for every copy of this handle. Idempotent; never throws.
   void close() noexcept;
   [[nodiscard]] bool closed() const noexcept;
   /// Whether this end may receive / send (false for the wrong end of a one-way pipe).
   [[nodiscard]] bool readable() const noexcept;
   [[nodiscard]] bool writable() const noexcept;
-  /// The underlying socket descriptor (for select/poll/epoll). UsageError once closed.
+  /// The descriptor to wait on with select/poll/epoll: the pipe that becomes readable when a
+  /// message arrives (for the write end of a one-way pipe: the pipe it writes; for a
+  /// Connection built from one socket: that socket). When the peer closes, a pipe reports
+  /// POLLHUP without POLLIN: treat any event as "recv will not block". UsageError once closed.
   [[nodiscard]] int fileno() const;
 
   /// Sends one frame: `payload` with `fds` attached. The descriptors are borrowed (they must
@@ -164,6 +195,7 @@ class Connection {
 
  private:
   friend struct handle_codec<Connection>;
+  friend Connection detail::make_connection(detail::ConnectionFds, bool, bool);
 
   bool poll_for(std::chrono::nanoseconds timeout);
   detail::ReceivedFrame recv_frame_into(std::span<std::byte>* into);
@@ -175,19 +207,23 @@ class Connection {
 /// both ends send and receive. duplex = false: returns (reader, writer).
 [[nodiscard]] std::pair<Connection, Connection> Pipe(bool duplex = true);
 
-/// A Connection travels as a handle: its descriptor is attached to the message (SCM_RIGHTS
+/// A Connection travels as a handle: its descriptors are attached to the message (SCM_RIGHTS
 /// through a Connection, inheritance for spawned children) and the bytes say which attached
-/// descriptor it is and which directions it may use:
+/// descriptors they are and which directions the end may use:
 ///
-///      0                 4           5
-///      +-----------------+-----------+
-///      | fd index u32 LE | direction |   direction: bit 0 readable, bit 1 writable
-///      +-----------------+-----------+
+///      0                 4           5                    9                    13
+///      +-----------------+-----------+--------------------+--------------------+
+///      | side socket     | direction | frames-in pipe     | frames-out pipe    |
+///      | fd index u32 LE |           | fd index u32 LE    | fd index u32 LE    |
+///      +-----------------+-----------+--------------------+--------------------+
+///   direction: bit 0 readable, bit 1 writable; a pipe index is 0xFFFFFFFF when absent (both
+///   absent: a single-socket Connection).
 template <>
 struct handle_codec<Connection> {
   /// UsageError if `c` is closed or holds read-ahead bytes of an unfinished message.
   static void encode(Encoder& out, const Connection& c);
-  /// ProtocolError if the descriptor is missing or the direction byte is invalid.
+  /// ProtocolError if a descriptor is missing, the direction byte is invalid or the pipes do
+  /// not match the directions.
   static Connection decode(Decoder& in);
 };
 

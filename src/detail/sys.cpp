@@ -6,6 +6,7 @@
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
+#include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
@@ -13,6 +14,7 @@
 #include <sys/syscall.h>
 #include <sys/uio.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -175,6 +177,68 @@ bool read_exact(int fd, std::span<std::byte> buf, std::size_t* partial) {
     done += n;
   }
   if (partial != nullptr) *partial = done;
+  return true;
+}
+
+UniqueFd open_read_only(const char* path) {
+  MPROC_INJECT("open");
+  for (;;) {
+    const int fd = ::open(path, O_RDONLY | O_CLOEXEC);
+    if (fd >= 0) return UniqueFd(fd);
+    if (errno != EINTR) throw_errno(std::string("open(\"") + path + "\")", errno);
+  }
+}
+
+std::size_t pread(int fd, void* buf, std::size_t n, std::uint64_t offset) {
+  MPROC_INJECT("pread");
+  for (;;) {
+    const ssize_t rc = ::pread(fd, buf, n, static_cast<off_t>(offset));
+    if (rc >= 0) return static_cast<std::size_t>(rc);
+    if (errno != EINTR) throw_errno("pread()", errno);
+  }
+}
+
+bool isatty(int fd) noexcept {
+  return ::isatty(fd) == 1;
+}
+
+std::int64_t monotonic_coarse_ns() noexcept {
+  timespec ts{};
+  if (::clock_gettime(CLOCK_MONOTONIC_COARSE, &ts) != 0) return 0;  // cannot fail on Linux
+  return static_cast<std::int64_t>(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
+}
+
+std::size_t write(int fd, const void* buf, std::size_t n) {
+  MPROC_INJECT("write");
+  for (;;) {
+    const ssize_t rc = ::write(fd, buf, n);
+    if (rc >= 0) return static_cast<std::size_t>(rc);
+    if (errno != EINTR) throw_errno("write()", errno);
+  }
+}
+
+std::size_t writev(int fd, const struct iovec* iov, int count) {
+  MPROC_INJECT("writev");
+  for (;;) {
+    const ssize_t rc = ::writev(fd, iov, count);
+    if (rc >= 0) return static_cast<std::size_t>(rc);
+    if (errno != EINTR) throw_errno("writev()", errno);
+  }
+}
+
+namespace {
+extern "C" void mproc_absorb_sigpipe(int) {}
+}  // namespace
+
+bool absorb_sigpipe() {
+  struct sigaction old {};
+  check(::sigaction(SIGPIPE, nullptr, &old), "sigaction(SIGPIPE)");
+  if ((old.sa_flags & SA_SIGINFO) != 0 || old.sa_handler != SIG_DFL) return false;
+  struct sigaction sa {};
+  sa.sa_handler = mproc_absorb_sigpipe;
+  sigemptyset(&sa.sa_mask);
+  sa.sa_flags = SA_RESTART;
+  check(::sigaction(SIGPIPE, &sa, nullptr), "sigaction(SIGPIPE)");
   return true;
 }
 
@@ -396,6 +460,52 @@ pid_t this_thread_id() noexcept {
     t_thread_id = static_cast<pid_t>(::syscall(SYS_gettid));
   }
   return t_thread_id;
+}
+
+// ---- pool engine -------------------------------------------------------------------------
+
+UniqueFd dup(int fd) {
+  MPROC_INJECT("dup");
+  return UniqueFd(
+      static_cast<int>(check(::fcntl(fd, F_DUPFD_CLOEXEC, 0), "fcntl(F_DUPFD_CLOEXEC)")));
+}
+
+UniqueFd eventfd() {
+  MPROC_INJECT("eventfd");
+  return UniqueFd(static_cast<int>(check(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK), "eventfd()")));
+}
+
+void eventfd_signal(int fd) {
+  const std::uint64_t one = 1;
+  for (;;) {
+    if (::write(fd, &one, sizeof one) == static_cast<ssize_t>(sizeof one)) return;
+    if (errno == EINTR) continue;
+    if (errno == EAGAIN) return;  // the counter is saturated: the reader is woken anyway
+    throw_errno("write(eventfd)", errno);
+  }
+}
+
+void eventfd_drain(int fd) {
+  std::uint64_t value = 0;
+  for (;;) {
+    if (::read(fd, &value, sizeof value) >= 0) return;
+    if (errno == EINTR) continue;
+    if (errno == EAGAIN) return;
+    throw_errno("read(eventfd)", errno);
+  }
+}
+
+void limit_address_space(std::size_t bytes) {
+  MPROC_INJECT("setrlimit");
+  const rlimit limit{static_cast<rlim_t>(bytes), static_cast<rlim_t>(bytes)};
+  check(::setrlimit(RLIMIT_AS, &limit), "setrlimit(RLIMIT_AS)");
+}
+
+void ignore_signal(int sig) {
+  struct sigaction action {};
+  action.sa_handler = SIG_IGN;
+  ::sigemptyset(&action.sa_mask);
+  check(::sigaction(sig, &action, nullptr), "sigaction()");
 }
 
 }  // namespace sys

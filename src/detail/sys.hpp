@@ -22,6 +22,7 @@
 
 #include "mproc/detail/unique_fd.hpp"
 
+struct iovec;
 struct msghdr;
 struct pollfd;
 
@@ -61,6 +62,25 @@ std::size_t read(int fd, void* buf, std::size_t n);
 /// Reads exactly buf.size() bytes. Returns false if EOF came first (partial data is an
 /// error: *partial is set to the byte count read when non-null).
 bool read_exact(int fd, std::span<std::byte> buf, std::size_t* partial = nullptr);
+/// open(path, O_RDONLY | O_CLOEXEC) of an existing file.
+UniqueFd open_read_only(const char* path);
+/// pread(2) retrying EINTR: up to n bytes at `offset`; 0 at end of file.
+std::size_t pread(int fd, void* buf, std::size_t n, std::uint64_t offset);
+/// isatty(3): true if fd is a terminal (false for anything else, a closed fd included).
+bool isatty(int fd) noexcept;
+/// CLOCK_MONOTONIC_COARSE in nanoseconds: a few ns per call, a few ms of resolution, for code
+/// that checks the time on every call of a hot path.
+std::int64_t monotonic_coarse_ns() noexcept;
+/// write(2) / writev(2) retrying EINTR. Return the bytes written (possibly fewer than asked).
+/// On a pipe, a reader that is gone is SystemError(EPIPE); see absorb_sigpipe for the signal.
+std::size_t write(int fd, const void* buf, std::size_t n);
+std::size_t writev(int fd, const struct iovec* iov, int count);
+/// If SIGPIPE's disposition is still the default (terminate the process), installs a handler
+/// that does nothing (SA_RESTART), so that writing to a pipe whose reader is gone fails with
+/// EPIPE instead of killing the process. A caught signal, unlike SIG_IGN, is reset to the
+/// default by exec, so programs this process starts are unaffected. A disposition the program
+/// chose itself is left alone. Returns true if it installed the handler.
+bool absorb_sigpipe();
 /// send(MSG_NOSIGNAL) of every byte on a socket, retrying EINTR and short writes.
 void send_all(int fd, std::span<const std::byte> data);
 /// sendmsg/recvmsg retrying EINTR. recvmsg returns 0 at EOF.
@@ -112,5 +132,19 @@ void shm_unlink(const std::string& name);
 bool process_alive(pid_t pid) noexcept;
 /// This thread's kernel id, cached per thread (refreshed in a fork child).
 pid_t this_thread_id() noexcept;
+
+// ---- pool engine -------------------------------------------------------------------------
+/// fcntl(F_DUPFD_CLOEXEC): a second descriptor for the same open file.
+UniqueFd dup(int fd);
+/// eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK): a counter other threads can wake a poll() with.
+UniqueFd eventfd();
+/// Adds 1 to the eventfd counter (never blocks: the counter cannot overflow in practice).
+void eventfd_signal(int fd);
+/// Resets the eventfd counter to 0; a no-op when it is already 0.
+void eventfd_drain(int fd);
+/// setrlimit(RLIMIT_AS, bytes) for this process: allocations beyond it fail (std::bad_alloc).
+void limit_address_space(std::size_t bytes);
+/// signal(sig, SIG_IGN) through sigaction.
+void ignore_signal(int sig);
 
 }  // namespace mproc::detail::sys

@@ -201,13 +201,37 @@ concept transferable_call =
 
 // ---- implementation details of encode_call ----------------------------------------------
 
+/// Reads the callable part written by encode_callable_part (below).
+template <class F>
+F decode_callable(Decoder& in) {
+  if constexpr (function_pointer<F>) {
+    return reinterpret_cast<F>(resolve_function_entry(read_code_ref(in)));
+  } else if constexpr (stateless_function_object<F>) {
+    if constexpr (std::is_default_constructible_v<F>) {
+      return F{};
+    } else {
+      // Empty and trivially copyable: its object representation carries no information.
+      return std::bit_cast<F>(std::array<unsigned char, sizeof(F)>{});
+    }
+  } else {
+    return mproc::decode<F>(in);
+  }
+}
+
+/// Replaces the descriptors attached to `out` since `since` with owned duplicates, kept open on
+/// this thread until release_retained_fds(). A call's result may be a handle whose descriptor
+/// closes when the value is destroyed, before the caller sends the encoded bytes.
+void retain_attached_fds(Encoder& out, Encoder::Mark since);
+/// Closes the duplicates retain_attached_fds made on this thread.
+void release_retained_fds() noexcept;
+
 /// One trampoline per (F, discard result?, Args...), all decayed. Instantiating token()
 /// instantiates `registration`, whose initialiser (static initialisation of the program, or of
 /// a dlopen'ed module) adds invoke() to the registry of this process.
 template <class F, bool DiscardResult, class... Args>
 struct CallEntry {
   static void invoke(Decoder& in, Encoder* result) {
-    F f = decode_callable(in);
+    F f = decode_callable<F>(in);
     // Braced initialisation evaluates the decodes left to right: the wire order.
     std::tuple<Args...> args{mproc::decode<Args>(in)...};
     using R = std::invoke_result_t<F&, Args...>;
@@ -218,7 +242,9 @@ struct CallEntry {
       decltype(auto) value = std::apply(f, std::move(args));
       if (result != nullptr) {
         const std::decay_t<R>& ref = value;
+        const Encoder::Mark mark = result->mark();
         mproc::encode(*result, ref);
+        if (result->fds().size() > mark.fds) retain_attached_fds(*result, mark);
       }
     }
   }
@@ -230,21 +256,6 @@ struct CallEntry {
   }
 
  private:
-  static F decode_callable(Decoder& in) {
-    if constexpr (function_pointer<F>) {
-      return reinterpret_cast<F>(resolve_function_entry(read_code_ref(in)));
-    } else if constexpr (stateless_function_object<F>) {
-      if constexpr (std::is_default_constructible_v<F>) {
-        return F{};
-      } else {
-        // Empty and trivially copyable: its object representation carries no information.
-        return std::bit_cast<F>(std::array<unsigned char, sizeof(F)>{});
-      }
-    } else {
-      return mproc::decode<F>(in);
-    }
-  }
-
   struct Registration {
     Registration() { register_trampoline(&invoke); }
     ~Registration() { unregister_trampoline(&invoke); }
@@ -262,6 +273,14 @@ void encode_callable_part(Encoder& out, const F& f) {
     mproc::encode(out, f);
   }  // stateless: nothing
 }
+
+/// A transferable callable carried as a *value* (for instance the function each item of a map
+/// chunk goes through): it travels exactly as encode_call sends a callable (a code token, its
+/// state, or nothing). F must satisfy transferable_callable.
+template <class F>
+struct CallableBox {
+  F fn;
+};
 
 template <bool DiscardResult, class F, class... Args>
 void write_call(Encoder& out, const F& f, const Args&... args) {
@@ -352,3 +371,15 @@ void encode_call_discarding_result(Encoder& out, const F& f, const Args&... args
 void run_call(Decoder& in, Encoder* result);
 
 }  // namespace mproc::detail
+
+template <class F>
+struct mproc::handle_codec<mproc::detail::CallableBox<F>> {
+  static_assert(mproc::detail::transferable_callable<F>,
+                "CallableBox<F>: F must be a transferable callable (see detail/callable.hpp)");
+  static void encode(Encoder& out, const detail::CallableBox<F>& box) {
+    detail::encode_callable_part(out, box.fn);
+  }
+  static detail::CallableBox<F> decode(Decoder& in) {
+    return detail::CallableBox<F>{detail::decode_callable<F>(in)};
+  }
+};
