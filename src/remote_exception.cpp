@@ -169,6 +169,10 @@ struct ThrowRecord {
 thread_local int t_scope_depth = 0;
 thread_local unsigned t_next_record = 0;
 thread_local ThrowRecord t_records[kRingSize];
+/// Whether t_records holds anything since the last outermost TaskScope cleared it: a scope
+/// around a task that threw nothing then costs two thread-local increments, nothing more
+/// (map chunks open one per item).
+thread_local bool t_records_dirty = false;
 
 std::atomic<bool> g_backtrace_primed{false};
 
@@ -184,6 +188,7 @@ std::atomic<bool> g_backtrace_primed{false};
   while (first < n && first < kMachineryFrames && frames[first] != thrower) ++first;
   if (first == n || frames[first] != thrower) first = 0;  // unexpected shape: keep it all
   ThrowRecord& r = t_records[t_next_record++ % kRingSize];
+  t_records_dirty = true;
   r.object = object;
   r.type = type;
   r.frame_count = std::min(n - first, kMaxFrames);
@@ -547,10 +552,15 @@ void register_exception_factory(const std::type_info& type, ExceptionFactory fac
 TaskScope::TaskScope() noexcept {
   if (t_scope_depth++ == 0) {
     // A new task: earlier tasks' records can only cause false matches now.
-    for (auto& r : t_records) r.object = nullptr;
+    if (t_records_dirty) {
+      for (auto& r : t_records) r.object = nullptr;
+      t_records_dirty = false;
+    }
     // glibc loads the unwinder on the first backtrace(); do it here rather than inside the
-    // first throw (where memory may be short).
-    if (!g_backtrace_primed.exchange(true, std::memory_order_relaxed)) {
+    // first throw (where memory may be short). A plain load first: no locked instruction on
+    // the hot path.
+    if (!g_backtrace_primed.load(std::memory_order_relaxed) &&
+        !g_backtrace_primed.exchange(true, std::memory_order_relaxed)) {
       void* frame[1];
       static_cast<void>(::backtrace(frame, 1));
     }

@@ -106,14 +106,7 @@ class Pool {
   /// first error in input order (TimeoutError past options.timeout).
   template <class F, std::ranges::input_range Rng>
   auto map(F&& fn, Rng&& range, MapOptions options = {}) -> map_vector<map_result<F, Rng>> {
-    auto state = start<false>(std::forward<F>(fn), std::forward<Rng>(range), options,
-                              detail::MapState<map_result<F, Rng>>::Order::none);
-    state->wait_all();
-    if constexpr (std::is_void_v<map_result<F, Rng>>) {
-      if (auto e = state->first_error()) std::rethrow_exception(e);
-    } else {
-      return state->values();
-    }
+    return blocking_map<false>(std::forward<F>(fn), std::forward<Rng>(range), options);
   }
 
   /// Like map, but never throws a task's error: per input, its value or its error.
@@ -129,14 +122,7 @@ class Pool {
   /// std::apply(fn, t) for every tuple t of `range`, in input order (Python's starmap).
   template <class F, std::ranges::input_range Rng>
   auto starmap(F&& fn, Rng&& range, MapOptions options = {}) -> map_vector<starmap_result<F, Rng>> {
-    auto state = start<true>(std::forward<F>(fn), std::forward<Rng>(range), options,
-                             detail::MapState<starmap_result<F, Rng>>::Order::none);
-    state->wait_all();
-    if constexpr (std::is_void_v<starmap_result<F, Rng>>) {
-      if (auto e = state->first_error()) std::rethrow_exception(e);
-    } else {
-      return state->values();
-    }
+    return blocking_map<true>(std::forward<F>(fn), std::forward<Rng>(range), options);
   }
 
   /// Lazy map: results in input order as they become ready (an input range; see MapResults).
@@ -220,6 +206,21 @@ class Pool {
              typename detail::MapState<detail::pool_map_result_t<Star, F, Rng>>::Order order) {
     return detail::start_map<Star>(engine(), std::forward<F>(fn), std::forward<Rng>(range),
                                    options.chunksize, options.progress, options.timeout, order);
+  }
+
+  /// map/starmap: waits for every item, then the values or the first error in input order.
+  template <bool Star, class F, class Rng>
+  auto blocking_map(F&& fn, Rng&& range, const MapOptions& options)
+      -> map_vector<detail::pool_map_result_t<Star, F, Rng>> {
+    using R = detail::pool_map_result_t<Star, F, Rng>;
+    auto state = start<Star>(std::forward<F>(fn), std::forward<Rng>(range), options,
+                             detail::MapState<R>::Order::none);
+    state->wait_all();
+    if constexpr (std::is_void_v<R>) {
+      if (auto e = state->first_error()) std::rethrow_exception(e);
+    } else {
+      return state->values();
+    }
   }
 
   std::unique_ptr<detail::Engine> engine_;
