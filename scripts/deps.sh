@@ -6,6 +6,7 @@ set -euo pipefail
 packages=(
   cmake make g++ pkg-config        # build
   libcereal-dev                    # codec
+  libssl-dev                       # Manager: HMAC-SHA256 (libcrypto)
   libgtest-dev                     # tests
   libbenchmark-dev                 # bench/
   libboost-dev                     # bench/: Boost.Interprocess as a peer

@@ -7,6 +7,7 @@
 #include "mproc/future.hpp"
 #include "mproc/initializer.hpp"
 #include "mproc/log.hpp"
+#include "mproc/manager.hpp"
 #include "mproc/pipe.hpp"
 #include "mproc/pool.hpp"
 #include "mproc/process.hpp"
