@@ -40,6 +40,8 @@ tour=(
   "executor_submit|ProcessPoolExecutor: submit, then wait for the result"
   "executor_as_completed|Results as they finish: as_completed"
   "sqrt_pool_timing|When does a Pool pay off? serial vs Pool.map"
+  "manager_dict|Children write results into a Manager dict"
+  "manager_remote|A manager over TCP: serve, connect, authkey"
 )
 
 # Append examples that exist in the source tree but are not in the tour yet.
