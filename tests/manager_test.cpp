@@ -569,6 +569,48 @@ TEST(ManagerHostile, GarbageAfterAuthenticationGetsAnErrorReply) {
   EXPECT_EQ(m.stats().connections, 2u);
 }
 
+TEST(ManagerHostile, RandomRequestsAfterAuthenticationNeverHurtTheServer) {
+  mproc::Manager m;
+  auto d = m.dict<int, int>();
+  d.set(1, 1);
+  auto c = m.make<Counter>(1);
+  std::uint64_t seed = 0x9e3779b97f4a7c15ull;
+  auto next = [&seed] {
+    seed ^= seed << 13;
+    seed ^= seed >> 7;
+    seed ^= seed << 17;
+    return seed;
+  };
+  for (int round = 0; round < 20; ++round) {
+    auto fd = raw_connection(m, true);
+    for (int i = 0; i < 50; ++i) {
+      // op: a real one most of the time; object: 0, a real id (1..2) or junk.
+      std::vector<unsigned char> frame(8 + 1 + 8 + (next() % 64));
+      for (std::size_t k = 8; k < frame.size(); ++k) frame[k] = static_cast<unsigned char>(next());
+      const unsigned char ops[] = {1, 3, 4, 10, 11, 14, 15, 16, 20, 21, 30, 40, 41, 60, 99};
+      frame[8] = ops[next() % sizeof ops];
+      const std::uint64_t object = next() % 4;
+      for (int b = 0; b < 8; ++b) frame[9 + b] = static_cast<unsigned char>(object >> (8 * b));
+      const std::uint64_t length = frame.size() - 8;
+      for (int b = 0; b < 8; ++b) frame[b] = static_cast<unsigned char>(length >> (8 * b));
+      if (frame[8] == 30 || frame[8] == 40) break;  // may block (queue/lock waits): not here
+      if (::send(fd.get(), frame.data(), frame.size(), MSG_NOSIGNAL) < 0) break;
+      unsigned char header[9];
+      if (::recv(fd.get(), header, sizeof header, MSG_WAITALL) != 9) break;  // dropped
+      std::uint64_t body = 0;
+      for (int b = 7; b >= 0; --b) body = (body << 8) | header[b];
+      std::vector<unsigned char> rest(body - 1);
+      if (!rest.empty() && ::recv(fd.get(), rest.data(), rest.size(), MSG_WAITALL) !=
+                               static_cast<ssize_t>(rest.size())) {
+        break;
+      }
+    }
+  }
+  EXPECT_EQ(d.get(1), 1);
+  EXPECT_EQ(c.call<&Counter::get>(), 1);
+  EXPECT_TRUE(connections_become(m, 1));
+}
+
 TEST(ManagerHostile, HugeLengthPrefixDropsOnlyThatClient) {
   mproc::Manager m;
   auto d = m.dict<int, int>();
