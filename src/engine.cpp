@@ -44,6 +44,19 @@ EncodedCall EncodedCall::from(Encoder&& out) {
   return call;
 }
 
+SharedSegment OutputSegments::take(std::size_t bytes) {
+  {
+    std::lock_guard lock(mutex_);
+    if (spare_ && spare_.size() >= bytes) return std::move(spare_);
+  }
+  return SharedSegment::create(bytes, "mproc-map-output");
+}
+
+void OutputSegments::give(SharedSegment segment) noexcept {
+  std::lock_guard lock(mutex_);
+  if (!spare_ || segment.size() > spare_.size()) spare_ = std::move(segment);
+}
+
 std::array<std::unique_ptr<Task>, 3> Task::split(std::size_t) {
   throw UsageError("Task::split on a single-item task");
 }
@@ -945,3 +958,18 @@ bool Engine::closed() const noexcept {
 }
 
 }  // namespace mproc::detail
+
+void mproc::handle_codec<mproc::detail::OutputRef>::encode(Encoder& out,
+                                                           const detail::OutputRef& ref) {
+  handle_codec<detail::SharedSegment>::encode(out, ref.segment);
+  out.write_bytes(&ref.offset, sizeof ref.offset);
+}
+
+mproc::detail::OutputRef mproc::handle_codec<mproc::detail::OutputRef>::decode(Decoder& in) {
+  std::uint32_t index = 0;
+  in.read_bytes(&index, sizeof index);
+  detail::OutputRef ref;
+  ref.segment = detail::worker::map_output(in.take_fd(index));
+  in.read_bytes(&ref.offset, sizeof ref.offset);
+  return ref;
+}

@@ -2,8 +2,11 @@
 // frames). One task at a time, in the order received; each result is sent as soon as the call
 // returns, so a crash never loses a finished task's result.
 #include <signal.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <array>
 #include <chrono>
 #include <cstring>
 
@@ -25,6 +28,15 @@ struct InitializerFailed {};
 
 thread_local Encoder* t_result = nullptr;
 proto::Slot* g_slot = nullptr;
+
+/// The output segments this worker has mapped, most recent first (worker::map_output). Two:
+/// a map in flight and the next one, or two maps running side by side.
+struct MappedOutput {
+  dev_t dev = 0;
+  ino_t ino = 0;
+  SharedSegment segment;
+};
+std::array<MappedOutput, 2> g_outputs;
 
 std::int64_t now_ns() {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(
@@ -165,6 +177,27 @@ Encoder* result_encoder() noexcept {
 
 void set_item(std::uint64_t k) noexcept {
   if (g_slot != nullptr) g_slot->item.store(k, std::memory_order_release);
+}
+
+std::atomic<std::uint64_t>* item_slot() noexcept {
+  return g_slot != nullptr ? &g_slot->item : nullptr;
+}
+
+SharedSegment map_output(UniqueFd fd) {
+  struct stat st {};
+  sys::check(::fstat(fd.get(), &st), "fstat()");
+  for (std::size_t i = 0; i < g_outputs.size(); ++i) {
+    // A segment keeps its inode (and its size) for its whole life: same inode, same memory.
+    if (g_outputs[i].segment && g_outputs[i].dev == st.st_dev && g_outputs[i].ino == st.st_ino) {
+      std::rotate(g_outputs.begin(), g_outputs.begin() + static_cast<std::ptrdiff_t>(i),
+                  g_outputs.begin() + static_cast<std::ptrdiff_t>(i) + 1);
+      return g_outputs[0].segment;  // `fd` is closed on return: the mapping stays
+    }
+  }
+  SharedSegment segment = SharedSegment::attach(std::move(fd));
+  std::move_backward(g_outputs.begin(), g_outputs.end() - 1, g_outputs.end());
+  g_outputs[0] = MappedOutput{st.st_dev, st.st_ino, segment};
+  return segment;
 }
 
 }  // namespace worker

@@ -331,6 +331,73 @@ TEST(PoolFailure, MemoryLimitTurnsAHugeAllocationIntoBadAlloc) {
 }
 #endif
 
+struct Tagged {
+  int x;
+  int round;
+};
+
+/// Item x of map round `round`; SIGKILLs its own worker at item 250 of round 0 (after the
+/// items before it in the chunk wrote their results into the shared output segment).
+Tagged tagged(std::tuple<int, int> a) {
+  const auto [x, round] = a;
+  if (round == 0 && x == 250) ::raise(SIGKILL);
+  return Tagged{x, round};
+}
+
+TEST(PoolFailure, WorkerKilledMidChunkOfSharedResultsFailsOnlyThatItemAndOutputIsReused) {
+  mproc::Pool pool(2);
+  for (int round = 0; round < 3; ++round) {
+    std::vector<std::tuple<int, int>> args;
+    for (int i = 0; i < 1'000; ++i) args.emplace_back(i, round);
+    // Chunks of 100: the worker dies at the 51st item of its chunk; the 50 before it are in
+    // the segment but were never reported, so they run again elsewhere (once each in the
+    // output), as does the rest of the chunk. Later rounds reuse the segment: no stale value
+    // of an earlier round may show through.
+    const auto all = pool.map_results(tagged, args, {.chunksize = 100});
+    ASSERT_EQ(all.size(), 1'000u);
+    for (int i = 0; i < 1'000; ++i) {
+      const auto& r = all[static_cast<std::size_t>(i)];
+      if (round == 0 && i == 250) {
+        ASSERT_FALSE(r.has_value());
+        try {
+          std::rethrow_exception(r.error());
+        } catch (const mproc::WorkerCrashed& e) {
+          EXPECT_EQ(e.signal(), SIGKILL);
+          EXPECT_EQ(e.task_index(), 250);
+        }
+        continue;
+      }
+      ASSERT_TRUE(r.has_value()) << i;
+      EXPECT_EQ(r->x, i);
+      EXPECT_EQ(r->round, round);
+    }
+  }
+  // map() throws that item's error after every other item is done.
+  std::vector<std::tuple<int, int>> again;
+  for (int i = 0; i < 400; ++i) again.emplace_back(i, 0);
+  EXPECT_THROW(pool.map(tagged, again, {.chunksize = 64}), mproc::WorkerCrashed);
+}
+
+TEST(PoolFailure, RetriedItemOfSharedResultsWritesItsValue) {
+  mproc::Pool pool(mproc::PoolOptions{.processes = 2, .max_retries = 1});
+  // die_on_five with how = 3 SIGKILLs at x == 5 on every attempt: with one retry it still
+  // fails; every other item's value is in place.
+  std::vector<std::tuple<int, int>> args;
+  for (int i = 0; i < 64; ++i) args.emplace_back(i, 3);
+  const auto all = pool.map_results(
+      [](std::tuple<int, int> a) { return die_on_five(std::get<0>(a), std::get<1>(a)); }, args,
+      {.chunksize = 16});
+  for (int i = 0; i < 64; ++i) {
+    const auto& r = all[static_cast<std::size_t>(i)];
+    if (i == 5) {
+      EXPECT_FALSE(r.has_value());
+    } else {
+      ASSERT_TRUE(r.has_value()) << i;
+      EXPECT_EQ(*r, i);
+    }
+  }
+}
+
 TEST(PoolFailure, EveryItemAccountedForExactlyOnceWhileWorkersAreKilledAtRandom) {
   mproc::Pool pool(3);
   std::atomic<bool> done{false};

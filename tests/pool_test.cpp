@@ -7,10 +7,12 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <fstream>
 #include <list>
 #include <numeric>
 #include <ranges>
 #include <set>
+#include <sstream>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -222,6 +224,81 @@ TEST(Pool, LargeInputsAndResultsBothWaysNeverDeadlock) {
     ASSERT_EQ(v.size(), 1'000'000u);
     EXPECT_EQ(v[999'999], i);
   }
+}
+
+// ---- trivially copyable results: written by the workers into a shared output segment ------
+
+struct Pair {
+  int x;
+  double half;
+};
+Pair make_pair_of(int x) {
+  return Pair{x, x / 2.0};
+}
+long cube(int x) {
+  return static_cast<long>(x) * x * x;
+}
+
+/// How many mappings of map output segments process `pid` has (memfd:mproc-map-output).
+int output_mappings(int pid) {
+  std::ifstream maps("/proc/" + std::to_string(pid) + "/maps");
+  std::string line;
+  std::set<std::string> inodes;
+  while (std::getline(maps, line)) {
+    if (line.find("memfd:mproc-map-output") == std::string::npos) continue;
+    std::istringstream fields(line);
+    std::string range, perms, offset, dev, inode;
+    fields >> range >> perms >> offset >> dev >> inode;
+    inodes.insert(inode);
+  }
+  return static_cast<int>(inodes.size());
+}
+
+TEST(Pool, TriviallyCopyableResultsGoThroughOneReusedSharedSegment) {
+  mproc::Pool pool(2);
+  for (int round = 0; round < 4; ++round) {
+    // Different sizes and types: a segment big enough is reused, whatever map had it before.
+    const int n = 20'000 + round * 5'000;
+    const auto pairs = pool.map(make_pair_of, std::views::iota(0, n));
+    ASSERT_EQ(pairs.size(), static_cast<std::size_t>(n));
+    for (int i = 0; i < n; ++i) {
+      ASSERT_EQ(pairs[static_cast<std::size_t>(i)].x, i);
+      ASSERT_EQ(pairs[static_cast<std::size_t>(i)].half, i / 2.0);
+    }
+    const auto cubes = pool.map(cube, std::views::iota(0, n / 2), {.chunksize = 777});
+    for (int i = 0; i < n / 2; ++i) ASSERT_EQ(cubes[static_cast<std::size_t>(i)], cube(i));
+  }
+  // Every worker that wrote results keeps the segments it was sent mapped (at most two), and
+  // does not map a new one per chunk or per map.
+  int workers_with_output = 0;
+  for (const auto& child : mproc::active_children()) {
+    const int mapped = output_mappings(child.pid());
+    EXPECT_LE(mapped, 2) << child.pid();
+    if (mapped > 0) ++workers_with_output;
+  }
+  EXPECT_GE(workers_with_output, 1);
+  EXPECT_LE(output_mappings(static_cast<int>(::getpid())), 2);
+}
+
+TEST(Pool, ConcurrentMapsOfTriviallyCopyableResultsEachGetTheirOwnOutput) {
+  mproc::Pool pool(2);
+  auto a = pool.map_async(square, std::views::iota(0, 30'000), {.chunksize = 1'000});
+  auto b = pool.map_async(cube, std::views::iota(0, 30'000), {.chunksize = 1'500});
+  auto lazy = pool.imap(square, std::views::iota(0, 10'000), {.chunksize = 300});
+  const auto results = pool.map_results(cube, std::views::iota(0, 5'000));
+  int k = 0;
+  for (int v : lazy) {
+    ASSERT_EQ(v, square(k));
+    ++k;
+  }
+  EXPECT_EQ(k, 10'000);
+  const auto& av = a.get();
+  const auto& bv = b.get();
+  for (int i = 0; i < 30'000; ++i) {
+    ASSERT_EQ(av[static_cast<std::size_t>(i)], square(i));
+    ASSERT_EQ(bv[static_cast<std::size_t>(i)], cube(i));
+  }
+  for (int i = 0; i < 5'000; ++i) ASSERT_EQ(*results[static_cast<std::size_t>(i)], cube(i));
 }
 
 }  // namespace

@@ -16,8 +16,9 @@
 //    A capturing lambda is a compile error that points to the one-shot mproc::map.
 //  - A map is split into chunks. chunksize = 0 (default) adapts: the first chunks hold one item,
 //    then chunks aim at ~4 ms of measured work each and shrink towards the end. An integer
-//    std::views::iota range travels as bounds; results of trivially copyable type are copied
-//    straight into the output. With MPROC_LOG=debug a map reports when dispatch cost more
+//    std::views::iota range travels as bounds; results of trivially copyable type are written
+//    by the workers into shared memory (a memfd reused across maps) and copied once into the
+//    output. With MPROC_LOG=debug a map reports when dispatch cost more
 //    than the work (a serial loop would have been faster).
 //  - Every apply_async counts as one task, every map chunk as one (maxtasksperchild).
 //
@@ -215,11 +216,11 @@ class Pool {
     using R = detail::pool_map_result_t<Star, F, Rng>;
     auto state = start<Star>(std::forward<F>(fn), std::forward<Rng>(range), options,
                              detail::MapState<R>::Order::none);
-    state->wait_all();
     if constexpr (std::is_void_v<R>) {
+      state->wait_all();
       if (auto e = state->first_error()) std::rethrow_exception(e);
     } else {
-      return state->values();
+      return state->collect_values();
     }
   }
 

@@ -29,11 +29,13 @@
 #include <cstdint>
 #include <exception>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <vector>
 
 #include "mproc/codec.hpp"
+#include "mproc/detail/shared_segment.hpp"
 #include "mproc/detail/unique_fd.hpp"
 #include "mproc/process.hpp"
 
@@ -111,6 +113,30 @@ struct EngineOptions {
 
 class EngineCore;
 
+/// The shared segments a map's trivially copyable results are written into by the workers
+/// (map_job.hpp), one per running map. One is kept for the next map: a fresh segment costs its
+/// zero-filling plus a page fault per page in every process that touches it, which for cheap
+/// items is more than the map's work. Shared by the engine and the maps (which may outlive it).
+class OutputSegments {
+ public:
+  /// A segment of at least `bytes` (the spare one if big enough; else a new one).
+  SharedSegment take(std::size_t bytes);
+  /// Returns a segment no map writes into any more; the larger of it and the spare is kept.
+  void give(SharedSegment segment) noexcept;
+
+ private:
+  std::mutex mutex_;
+  SharedSegment spare_;
+};
+
+/// Where a map chunk's results go: item k of the chunk at byte offset + k * sizeof(R) of
+/// `segment`. Travels as the segment's descriptor (the worker keeps the last few mapped:
+/// worker::map_output) and the offset.
+struct OutputRef {
+  SharedSegment segment;
+  std::uint64_t offset = 0;
+};
+
 /// A running pool of workers. Thread-safe: every member may be called from any thread of the
 /// owning process.
 class Engine {
@@ -142,9 +168,12 @@ class Engine {
 
   std::size_t worker_count() const noexcept;
   bool closed() const noexcept;
+  /// The segments maps write trivially copyable results into.
+  const std::shared_ptr<OutputSegments>& output_segments() const noexcept { return outputs_; }
 
  private:
   std::shared_ptr<EngineCore> core_;
+  std::shared_ptr<OutputSegments> outputs_ = std::make_shared<OutputSegments>();
 };
 
 // ---- inside a worker process -------------------------------------------------------------
@@ -154,6 +183,18 @@ namespace worker {
 Encoder* result_encoder() noexcept;
 /// Records that item `k` of the running task starts (read by the parent after a crash).
 void set_item(std::uint64_t k) noexcept;
+/// Where set_item stores (null outside a pool worker): for loops that store per item inline.
+std::atomic<std::uint64_t>* item_slot() noexcept;
+/// The mapping of the output segment behind `fd` (received with a map chunk): the same
+/// segment arrives with every chunk of a map, and the pool reuses it for later maps, so the
+/// last few stay mapped (keyed by inode) instead of being mapped and faulted in per chunk.
+SharedSegment map_output(UniqueFd fd);
 }  // namespace worker
 
 }  // namespace mproc::detail
+
+template <>
+struct mproc::handle_codec<mproc::detail::OutputRef> {
+  static void encode(Encoder& out, const detail::OutputRef& ref);
+  static detail::OutputRef decode(Decoder& in);
+};

@@ -8,11 +8,16 @@
 // into a vector first.
 //
 // A chunk's outcome, written by run_chunk in the worker straight into its result encoder:
-//   fast path (R trivially copyable, default-constructible, not bool; or void):
-//       count u64 | count * sizeof(R) value bytes | errors u64 | errors x (k u64, exception)
+//   shared path (R trivially copyable, default-constructible, not bool, not void): the
+//       values go into the map's output segment (OutputRef, a memfd the pool reuses for the
+//       next map); the frame carries  count u64 | errors u64 | errors x (k u64, exception)
+//   void:  count u64 | errors u64 | errors x (k u64, exception)
 //   otherwise:
 //       count u64 | count x (u8 0, value | u8 1, exception)
-// and the parent copies fast-path values into the output with one memcpy per chunk.
+// Shared-path values stay in the segment until read (values() copies them out once). A worker
+// that dies mid-chunk wrote some slots of its chunk but reported none: the engine re-runs the
+// chunk's other items and fails or retries the one it was on, so every slot the parent reads
+// was written by a chunk whose result arrived (the RESULT frame follows the writes).
 //
 // Chunk sizing (MapOptions::chunksize = 0): the first chunks hold one item each; once a chunk
 // reports its cost, chunks aim at target_chunk_time of work, and never more than
@@ -87,9 +92,14 @@ inline constexpr bool fast_result_v = std::is_void_v<R> ||
                                        std::is_default_constructible_v<R> &&
                                        !std::is_same_v<R, bool> && !std::is_pointer_v<R>);
 
-/// Runs in the worker: fn over every item of the slice, outcome into the result encoder.
+/// Results a worker writes straight into the map's output segment.
+template <class R>
+inline constexpr bool shared_result_v = fast_result_v<R> && !std::is_void_v<R>;
+
+/// Runs in the worker: fn over every item of the slice, outcome into the result encoder and,
+/// when `dest` is given, the values into the output segment.
 template <bool Star, class F, class Slice>
-void run_chunk(CallableBox<F> box, Slice slice) {
+void run_chunk_impl(CallableBox<F>& box, Slice& slice, const OutputRef* dest) {
   Encoder* out_ptr = worker::result_encoder();
   if (out_ptr == nullptr) throw UsageError("run_chunk outside a pool worker");
   Encoder& out = *out_ptr;
@@ -116,28 +126,38 @@ void run_chunk(CallableBox<F> box, Slice slice) {
   using R = item_result_t<Star, F, ItemT>;
   out.write_bytes(&n, sizeof n);
   if constexpr (fast_result_v<R>) {
-    std::size_t values_at = out.bytes().size();
-    if constexpr (!std::is_void_v<R>) out.bytes().resize(values_at + n * sizeof(R));
-    Encoder errors;
+    std::byte* values = nullptr;
+    if constexpr (!std::is_void_v<R>) {
+      if (dest == nullptr) throw UsageError("run_chunk: no output segment for the results");
+      const std::size_t size = dest->segment.size();
+      if (dest->offset > size || n > (size - dest->offset) / sizeof(R)) {
+        throw ProtocolError("map chunk: output range outside the output segment");
+      }
+      values = static_cast<std::byte*>(dest->segment.data()) + dest->offset;
+    }
+    // The error count is patched in at the end: the value path writes nothing to the encoder.
+    const std::size_t count_at = out.bytes().size();
     std::uint64_t error_count = 0;
+    out.write_bytes(&error_count, sizeof error_count);
+    // The per-item cost is the map's overhead: the item store is inline, and no TaskScope per
+    // item (the worker's task already runs in one; a nested scope would only count depth).
+    std::atomic<std::uint64_t>* const item_slot = worker::item_slot();
     for (std::uint64_t k = 0; k < n; ++k) {
-      worker::set_item(k);
+      if (item_slot != nullptr) item_slot->store(k, std::memory_order_release);
       try {
-        TaskScope scope;
         if constexpr (std::is_void_v<R>) {
           call_item<Star>(fn, item(k));
         } else {
           const R value = call_item<Star>(fn, item(k));
-          std::memcpy(out.bytes().data() + values_at + k * sizeof(R), &value, sizeof(R));
+          std::memcpy(values + k * sizeof(R), &value, sizeof(R));
         }
       } catch (...) {
-        errors.write_bytes(&k, sizeof k);
-        encode_exception(errors, std::current_exception());
+        out.write_bytes(&k, sizeof k);
+        encode_exception(out, std::current_exception());
         ++error_count;
       }
     }
-    out.write_bytes(&error_count, sizeof error_count);
-    out.write_bytes(errors.bytes());
+    std::memcpy(out.bytes().data() + count_at, &error_count, sizeof error_count);
   } else {
     for (std::uint64_t k = 0; k < n; ++k) {
       worker::set_item(k);
@@ -160,6 +180,16 @@ void run_chunk(CallableBox<F> box, Slice slice) {
   }
 }
 
+template <bool Star, class F, class Slice>
+void run_chunk(CallableBox<F> box, Slice slice) {
+  run_chunk_impl<Star>(box, slice, nullptr);
+}
+
+template <bool Star, class F, class Slice>
+void run_chunk_into(CallableBox<F> box, Slice slice, OutputRef dest) {
+  run_chunk_impl<Star>(box, slice, &dest);
+}
+
 // ---- the parent's side ------------------------------------------------------------------
 
 /// Where a map's outcomes land, shared by the job, its chunks and the caller's iterator.
@@ -171,12 +201,26 @@ class MapState {
 
   enum class Order { none, ordered, unordered };
 
+  static constexpr bool shared = shared_result_v<R>;
+
+  /// `outputs`: where a shared-path map takes its output segment from (and returns it to).
   MapState(std::size_t n, Order order, bool progress,
-           std::optional<std::chrono::steady_clock::time_point> deadline)
+           std::optional<std::chrono::steady_clock::time_point> deadline,
+           std::shared_ptr<OutputSegments> outputs = nullptr)
       : n_(n), order_(order), deadline_(deadline), progress_(n, progress, "mproc map") {
-    if constexpr (fast) {
-      if constexpr (!std::is_void_v<R>) values_.resize(n);
-    } else {
+    if constexpr (shared) {
+      if (n > 0) {
+        if (!outputs) {
+          throw UsageError("MapState: a map of trivially copyable results needs an output pool");
+        }
+        if (n > static_cast<std::size_t>(-1) / sizeof(R)) {
+          throw UsageError("map: too many items for the result array");
+        }
+        output_ = outputs->take(n * sizeof(R));
+        outputs_ = std::move(outputs);
+        shared_values_ = static_cast<const Stored*>(output_.data());
+      }
+    } else if constexpr (!fast) {
       values_.resize(n);
     }
     if (order_ == Order::ordered) finished_.assign(n, 0);
@@ -184,7 +228,21 @@ class MapState {
     if (n_ == 0) progress_.finish();
   }
 
+  /// The segment goes back to the pool for the next map: nothing writes into it any more
+  /// (every chunk completed or failed before the last reference to this state went away,
+  /// and a chunk re-run after a crash runs only while its map is alive).
+  ~MapState() {
+    if (outputs_) outputs_->give(std::move(output_));
+  }
+  MapState(const MapState&) = delete;
+  MapState& operator=(const MapState&) = delete;
+
   std::size_t size() const noexcept { return n_; }
+
+  /// Where a chunk starting at item `begin` writes its values (shared path).
+  OutputRef output_at(std::size_t begin) const {
+    return OutputRef{output_, static_cast<std::uint64_t>(begin) * sizeof(Stored)};
+  }
 
   // -- producers (engine thread) --
 
@@ -196,10 +254,7 @@ class MapState {
     if (n != count) throw ProtocolError("map chunk: item count mismatch");
     std::vector<std::pair<std::size_t, std::exception_ptr>> errors;
     if constexpr (fast) {
-      if constexpr (!std::is_void_v<R>) {
-        const auto bytes = in.read_bytes(count * sizeof(R));
-        if (count != 0) std::memcpy(values_.data() + begin, bytes.data(), count * sizeof(R));
-      }
+      // Shared path: the values are in the output segment already.
       std::uint64_t error_count = 0;
       in.read_bytes(&error_count, sizeof error_count);
       if (error_count > count) throw ProtocolError("map chunk: too many errors");
@@ -255,6 +310,44 @@ class MapState {
     wait_locked(lock, [&] { return done_ == n_; });
   }
 
+  /// wait_all() + values(), but on the shared path the values are copied out while the map
+  /// runs: each time the items done form a longer prefix, that part is appended (one copy,
+  /// overlapping the workers' work, and no zero-filling of the output first).
+  std::vector<Stored> collect_values() {
+    if constexpr (!shared) {
+      wait_all();
+      return values();
+    } else {
+      std::vector<Stored> out;
+      out.reserve(n_);
+      std::unique_lock lock(mutex_);
+      const auto prefix_end = [&] {
+        std::size_t end = out.size();
+        for (auto it = done_ranges_.find(end); it != done_ranges_.end();
+             it = done_ranges_.find(end)) {
+          end = it->second;
+          done_ranges_.erase(it);
+        }
+        return end;
+      };
+      std::size_t end = prefix_end();
+      while (out.size() < n_) {
+        if (end == out.size()) {
+          wait_locked(lock, [&] { return done_ranges_.count(out.size()) != 0; });
+          end = prefix_end();
+          continue;
+        }
+        lock.unlock();
+        out.insert(out.end(), shared_values_ + out.size(), shared_values_ + end);
+        lock.lock();
+        end = prefix_end();
+      }
+      lock.unlock();
+      if (auto e = first_error()) std::rethrow_exception(e);
+      return out;
+    }
+  }
+
   /// Blocks until item i is done (ordered iteration).
   void wait_item(std::size_t i) {
     std::unique_lock lock(mutex_);
@@ -289,7 +382,8 @@ class MapState {
       if constexpr (std::is_void_v<R>) {
         return std::vector<Stored>(n_);
       } else {
-        return std::move(values_);
+        // The one copy out of the segment (it is reused by the next map).
+        return std::vector<Stored>(shared_values_, shared_values_ + n_);
       }
     } else {
       std::vector<Stored> out;
@@ -312,7 +406,7 @@ class MapState {
       } else if constexpr (std::is_void_v<R>) {
         out.push_back(Result<void>());
       } else if constexpr (fast) {
-        out.push_back(Result<R>(std::move(values_[i])));
+        out.push_back(Result<R>(shared_values_[i]));
       } else {
         out.push_back(Result<R>(std::move(*values_[i])));
       }
@@ -352,7 +446,7 @@ class MapState {
     if constexpr (std::is_void_v<R>) {
       return Unit{};
     } else if constexpr (fast) {
-      return values_[i];
+      return shared_values_[i];
     } else {
       return std::move(*values_[i]);
     }
@@ -365,6 +459,9 @@ class MapState {
     {
       std::lock_guard lock(mutex_);
       for (auto& [i, e] : errors) errors_.emplace(i, std::move(e));
+      if constexpr (shared) {
+        if (count != 0) done_ranges_.emplace(begin, begin + count);
+      }
       if (order_ == Order::ordered) {
         std::fill_n(finished_.begin() + static_cast<std::ptrdiff_t>(begin), count, 1);
       } else if (order_ == Order::unordered) {
@@ -408,7 +505,11 @@ class MapState {
   const std::optional<std::chrono::steady_clock::time_point> deadline_;
   mutable std::mutex mutex_;
   std::condition_variable cv_;
-  std::conditional_t<fast, std::vector<Stored>, std::vector<std::optional<Stored>>> values_;
+  std::vector<std::optional<Stored>> values_;  // not the fast path
+  SharedSegment output_;                       // shared path: the values, written by workers
+  std::shared_ptr<OutputSegments> outputs_;    // where output_ came from and goes back to
+  const Stored* shared_values_ = nullptr;
+  std::map<std::size_t, std::size_t> done_ranges_;  // shared path: begin -> end, not collected
   std::map<std::size_t, std::exception_ptr> errors_;
   std::vector<std::uint8_t> finished_;
   std::deque<std::size_t> ready_;
@@ -518,19 +619,35 @@ class MapJob final : public Job,
         std::ranges::begin(input_) + static_cast<std::ranges::range_difference_t<Range>>(begin);
     if constexpr (is_iota_view_v<std::remove_cvref_t<Range>>) {
       using I = std::remove_cvref_t<decltype(*first)>;
-      write_call<false, decltype(&run_chunk<Star, F, IotaSlice<I>>), CallableBox<F>, IotaSlice<I>>(
-          out, &run_chunk<Star, F, IotaSlice<I>>, CallableBox<F>{fn_},
-          IotaSlice<I>{*first, static_cast<std::uint64_t>(count)});
+      const IotaSlice<I> slice{*first, static_cast<std::uint64_t>(count)};
+      if constexpr (MapState<R>::shared) {
+        write_call<false, decltype(&run_chunk_into<Star, F, IotaSlice<I>>), CallableBox<F>,
+                   IotaSlice<I>, OutputRef>(out, &run_chunk_into<Star, F, IotaSlice<I>>,
+                                            CallableBox<F>{fn_}, slice, state_->output_at(begin));
+      } else {
+        write_call<false, decltype(&run_chunk<Star, F, IotaSlice<I>>), CallableBox<F>,
+                   IotaSlice<I>>(out, &run_chunk<Star, F, IotaSlice<I>>, CallableBox<F>{fn_},
+                                 slice);
+      }
     } else {
       using T = std::ranges::range_value_t<Range>;
-      using Entry = CallEntry<decltype(&run_chunk<Star, F, std::vector<T>>), false, CallableBox<F>,
-                              std::vector<T>>;
-      // The wire form of write_call(&run_chunk, box, std::vector<T>(chunk)), written from
+      constexpr auto run = [] {
+        if constexpr (MapState<R>::shared) {
+          return &run_chunk_into<Star, F, std::vector<T>>;
+        } else {
+          return &run_chunk<Star, F, std::vector<T>>;
+        }
+      }();
+      using Entry = std::conditional_t<
+          MapState<R>::shared,
+          CallEntry<decltype(run), false, CallableBox<F>, std::vector<T>, OutputRef>,
+          CallEntry<decltype(run), false, CallableBox<F>, std::vector<T>>>;
+      // The wire form of write_call(run, box, std::vector<T>(chunk)[, output]), written from
       // the range in place (no temporary vector).
       const std::uint8_t version = call_wire_version;
       out.write_bytes(&version, 1);
       write_code_ref(out, Entry::token());
-      encode_callable_part(out, &run_chunk<Star, F, std::vector<T>>);
+      encode_callable_part(out, run);
       handle_codec<CallableBox<F>>::encode(out, CallableBox<F>{fn_});
       const std::uint64_t n = count;
       out.write_bytes(&n, sizeof n);
@@ -541,6 +658,7 @@ class MapJob final : public Job,
         for (std::size_t k = 0; k < count; ++k, ++first)
           mproc::encode(out, static_cast<const T&>(*first));
       }
+      if constexpr (MapState<R>::shared) mproc::encode(out, state_->output_at(begin));
     }
     return EncodedCall::from(std::move(out));
   }
@@ -602,7 +720,8 @@ auto start_map(Engine& engine, F&& fn, Rng&& range, std::size_t chunksize, bool 
               : std::nullopt;
   if constexpr (std::ranges::random_access_range<Rng> && std::ranges::sized_range<Rng>) {
     const auto n = static_cast<std::size_t>(std::ranges::size(range));
-    auto state = std::make_shared<MapState<R>>(n, order, progress, deadline);
+    auto state =
+        std::make_shared<MapState<R>>(n, order, progress, deadline, engine.output_segments());
     if (n != 0) {
       // An lvalue range is referenced (it must outlive a lazy iteration); an rvalue is moved in.
       using Input =
