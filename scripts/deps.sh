@@ -14,6 +14,8 @@ packages=(
   python3-joblib                   # bench/ Python peers: loky, beside ProcessPoolExecutor
   python3                          # bench/ Python peers
   gnuplot-nox                      # bench/ plot
+  openmpi-bin libopenmpi-dev       # mproc::mpi (optional at configure)
+  python3-mpi4py                   # bench/mpi: mpi4py.futures as a peer
 )
 
 missing=()

@@ -12,6 +12,7 @@
 #include <thread>
 #include <vector>
 
+#include "support/executor_suite.hpp"
 #include "support/start_methods.hpp"
 
 namespace {
@@ -117,6 +118,12 @@ TEST(Executor, MaxTasksPerChildAndCrashesKeepEveryOtherFutureIntact) {
   EXPECT_EQ(fine.get(), 36);
 }
 
+// The body shared with mproc::mpi::Executor (tests/mpi/executor_mpi_test.cpp).
+struct LocalTraits {
+  using Executor = mproc::ProcessPoolExecutor;
+  static Executor make(std::size_t workers) { return Executor(workers == 0 ? 2 : workers); }
+};
+
 TEST(Executor, ThenAndDoneCallbacksRunOnceResultsArrive) {
   mproc::ProcessPoolExecutor ex(1);
   auto f = ex.submit(square, 5);
@@ -125,3 +132,7 @@ TEST(Executor, ThenAndDoneCallbacksRunOnceResultsArrive) {
 }
 
 }  // namespace
+
+namespace mproc::test::suite {
+INSTANTIATE_TYPED_TEST_SUITE_P(Local, ExecutorSuite, ::testing::Types<LocalTraits>);
+}  // namespace mproc::test::suite
