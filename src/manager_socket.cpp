@@ -123,6 +123,23 @@ int connect_within(int fd, const sockaddr* sa, socklen_t length, std::chrono::na
   return err;
 }
 
+/// One recv(2): the bytes received (> 0), or 0 at end of stream (a reset peer counts as one).
+/// Retries EINTR and, on a non-blocking socket, waits for data.
+std::size_t recv_some(int fd, void* buf, std::size_t n) {
+  for (;;) {
+    const ssize_t rc = ::recv(fd, buf, n, 0);
+    if (rc >= 0) return static_cast<std::size_t>(rc);
+    if (errno == ECONNRESET) return 0;
+    if (errno == EINTR) continue;
+    if (errno == EAGAIN || errno == EWOULDBLOCK) {
+      pollfd p{fd, POLLIN, 0};
+      sys::poll(&p, 1, std::nullopt);
+      continue;
+    }
+    sys::throw_errno("recv()", errno);
+  }
+}
+
 }  // namespace
 
 Address Address::parse(std::string_view text) {
@@ -292,22 +309,12 @@ bool read_exact_until(int fd, std::span<std::byte> buf,
         throw TimeoutError("mproc::Manager: the peer did not answer in time");
       }
     }
-    const ssize_t rc = ::recv(fd, buf.data() + got, buf.size() - got, 0);
-    if (rc > 0) {
-      got += static_cast<std::size_t>(rc);
-      continue;
-    }
-    if (rc == 0 || errno == ECONNRESET) {
+    const std::size_t n = recv_some(fd, buf.data() + got, buf.size() - got);
+    if (n == 0) {
       if (got == 0) return false;
       throw ConnectionClosed("mproc::Manager: the peer closed the connection mid-message");
     }
-    if (errno == EINTR) continue;
-    if (errno == EAGAIN || errno == EWOULDBLOCK) {
-      pollfd p{fd, POLLIN, 0};
-      sys::poll(&p, 1, std::nullopt);
-      continue;
-    }
-    sys::throw_errno("recv()", errno);
+    got += n;
   }
   return true;
 }
@@ -347,22 +354,12 @@ bool FrameReader::fill(int fd, std::size_t want, bool frame_started) {
         buffer_.resize(std::min(want, std::max(grown, end_ + kMinChunk)));
       }
     }
-    const ssize_t rc = ::recv(fd, buffer_.data() + end_, buffer_.size() - end_, 0);
-    if (rc > 0) {
-      end_ += static_cast<std::size_t>(rc);
-      continue;
-    }
-    if (rc == 0 || errno == ECONNRESET) {
+    const std::size_t n = recv_some(fd, buffer_.data() + end_, buffer_.size() - end_);
+    if (n == 0) {
       if (end_ == begin_ && !frame_started) return false;
       throw ConnectionClosed("mproc::Manager: the connection closed in the middle of a message");
     }
-    if (errno == EINTR) continue;
-    if (errno == EAGAIN || errno == EWOULDBLOCK) {
-      pollfd p{fd, POLLIN, 0};
-      sys::poll(&p, 1, std::nullopt);
-      continue;
-    }
-    sys::throw_errno("recv()", errno);
+    end_ += n;
   }
   return true;
 }
