@@ -281,15 +281,6 @@ Manager::Stats Manager::stats() const {
 
 namespace managed {
 
-namespace {
-bool flag_reply(mgr::ReplyBody body) {
-  mgr::Reply reply(body);
-  const bool flag = reply.flag();
-  reply.end();
-  return flag;
-}
-}  // namespace
-
 void Lock::lock() {
   static_cast<void>(acquire(std::nullopt));
 }
@@ -301,32 +292,32 @@ bool Lock::try_lock() {
 bool Lock::acquire(std::optional<std::chrono::nanoseconds> timeout) {
   mgr::Request r(mgr::Op::lock_acquire, ref_.id);
   r.put_timeout(timeout);
-  return flag_reply(send(r));
+  return send_flag(r);
 }
 
 void Lock::unlock() {
   mgr::Request r(mgr::Op::lock_release, ref_.id);
-  mgr::Reply(send(r)).end();
+  send_void(r);
 }
 
 bool Lock::locked() const {
   mgr::Request r(mgr::Op::lock_locked, ref_.id);
-  return flag_reply(send(r));
+  return send_flag(r);
 }
 
 void Event::set() {
   mgr::Request r(mgr::Op::event_set, ref_.id);
-  mgr::Reply(send(r)).end();
+  send_void(r);
 }
 
 void Event::clear() {
   mgr::Request r(mgr::Op::event_clear, ref_.id);
-  mgr::Reply(send(r)).end();
+  send_void(r);
 }
 
 bool Event::is_set() const {
   mgr::Request r(mgr::Op::event_is_set, ref_.id);
-  return flag_reply(send(r));
+  return send_flag(r);
 }
 
 void Event::wait() {
@@ -336,7 +327,7 @@ void Event::wait() {
 bool Event::wait_impl(std::optional<std::chrono::nanoseconds> timeout) {
   mgr::Request r(mgr::Op::event_wait, ref_.id);
   r.put_timeout(timeout);
-  return flag_reply(send(r));
+  return send_flag(r);
 }
 
 }  // namespace managed

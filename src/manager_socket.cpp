@@ -279,22 +279,14 @@ bool peer_is_same_user(int fd) {
 }
 
 void send_all_blocking(int fd, std::span<const std::byte> data) {
-  while (!data.empty()) {
-    const ssize_t rc = ::send(fd, data.data(), data.size(), MSG_NOSIGNAL);
-    if (rc >= 0) {
-      data = data.subspan(static_cast<std::size_t>(rc));
-      continue;
-    }
-    if (errno == EINTR) continue;
-    if (errno == EAGAIN || errno == EWOULDBLOCK) {
-      pollfd p{fd, POLLOUT, 0};
-      sys::poll(&p, 1, std::nullopt);
-      continue;
-    }
-    if (errno == EPIPE || errno == ECONNRESET || errno == ENOTCONN) {
+  try {
+    sys::send_all(fd, data);
+  } catch (const SystemError& e) {
+    const int err = e.code().value();
+    if (err == EPIPE || err == ECONNRESET || err == ENOTCONN) {
       throw ConnectionClosed("mproc::Manager: the peer closed the connection");
     }
-    sys::throw_errno("send()", errno);
+    throw;
   }
 }
 

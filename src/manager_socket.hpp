@@ -47,8 +47,7 @@ UniqueFd connect_to(const Address& address, const std::string& text,
 /// The peer of a Unix socket runs as this process's user (SO_PEERCRED).
 bool peer_is_same_user(int fd);
 
-/// Blocking helpers on a socket that may be non-blocking. `deadline`-taking ones return false
-/// (or throw for read_exact_until) when the time runs out.
+/// sys::send_all on a connected (blocking) socket, a peer that is gone being ConnectionClosed.
 void send_all_blocking(int fd, std::span<const std::byte> data);
 /// Reads exactly buf.size() bytes before `deadline` (nullopt: no limit). False at EOF before
 /// the first byte; ConnectionClosed at EOF mid-way; TimeoutError when the deadline passes.

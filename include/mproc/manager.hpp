@@ -95,6 +95,20 @@ class ProxyBase {
   ProxyBase() = default;
   explicit ProxyBase(mgr::ObjectRef ref) noexcept : ref_(std::move(ref)) {}
   mgr::ReplyBody send(mgr::Request& request) const { return request.send(ref_.server()); }
+  /// send() for the ops whose reply is empty, one flag or one count.
+  void send_void(mgr::Request& request) const { mgr::Reply(send(request)).end(); }
+  bool send_flag(mgr::Request& request) const {
+    mgr::Reply reply(send(request));
+    const bool flag = reply.flag();
+    reply.end();
+    return flag;
+  }
+  std::size_t send_count(mgr::Request& request) const {
+    mgr::Reply reply(send(request));
+    const std::uint64_t n = reply.u64();
+    reply.end();
+    return static_cast<std::size_t>(n);
+  }
   mgr::ObjectRef ref_;
 };
 
@@ -111,7 +125,7 @@ class Dict : public ProxyBase {
     mgr::Request r(mgr::Op::dict_set, ref_.id);
     r.put_sized_value(key);
     r.put_value(value);
-    mgr::Reply(send(r)).end();
+    send_void(r);
   }
   /// The value stored under `key`, or nullopt.
   std::optional<V> get(const K& key) const {
@@ -131,25 +145,22 @@ class Dict : public ProxyBase {
   bool contains(const K& key) const {
     mgr::Request r(mgr::Op::dict_contains, ref_.id);
     r.put_value(key);
-    mgr::Reply reply(send(r));
-    const bool found = reply.flag();
-    reply.end();
-    return found;
+    return send_flag(r);
   }
   /// Removes `key`; false if it was absent.
   bool erase(const K& key) {
     mgr::Request r(mgr::Op::dict_erase, ref_.id);
     r.put_value(key);
-    mgr::Reply reply(send(r));
-    const bool erased = reply.flag();
-    reply.end();
-    return erased;
+    return send_flag(r);
   }
-  std::size_t size() const { return count(mgr::Op::dict_size); }
+  std::size_t size() const {
+    mgr::Request r(mgr::Op::dict_size, ref_.id);
+    return send_count(r);
+  }
   bool empty() const { return size() == 0; }
   void clear() {
     mgr::Request r(mgr::Op::dict_clear, ref_.id);
-    mgr::Reply(send(r)).end();
+    send_void(r);
   }
   /// A snapshot of every entry, in one round trip.
   std::map<K, V> items() const {
@@ -198,13 +209,6 @@ class Dict : public ProxyBase {
   friend struct mproc::handle_codec<Dict>;
   explicit Dict(mgr::ObjectRef ref) noexcept : ProxyBase(std::move(ref)) {}
 
-  std::size_t count(mgr::Op op) const {
-    mgr::Request r(op, ref_.id);
-    mgr::Reply reply(send(r));
-    const std::uint64_t n = reply.u64();
-    reply.end();
-    return static_cast<std::size_t>(n);
-  }
   template <class Sink>
   void each_item(Sink&& sink) const {
     mgr::Request r(mgr::Op::dict_items, ref_.id);
@@ -230,7 +234,7 @@ class List : public ProxyBase {
   void append(const T& value) {
     mgr::Request r(mgr::Op::list_append, ref_.id);
     r.put_value(value);
-    mgr::Reply(send(r)).end();
+    send_void(r);
   }
   /// The item at `index`; std::out_of_range past the end.
   T at(std::size_t index) const {
@@ -243,7 +247,7 @@ class List : public ProxyBase {
     mgr::Request r(mgr::Op::list_set, ref_.id);
     r.put_u64(index);
     r.put_value(value);
-    mgr::Reply(send(r)).end();
+    send_void(r);
   }
   /// Removes and returns the last item; std::out_of_range when empty.
   T pop() {
@@ -252,15 +256,12 @@ class List : public ProxyBase {
   }
   std::size_t size() const {
     mgr::Request r(mgr::Op::list_size, ref_.id);
-    mgr::Reply reply(send(r));
-    const std::uint64_t n = reply.u64();
-    reply.end();
-    return static_cast<std::size_t>(n);
+    return send_count(r);
   }
   bool empty() const { return size() == 0; }
   void clear() {
     mgr::Request r(mgr::Op::list_clear, ref_.id);
-    mgr::Reply(send(r)).end();
+    send_void(r);
   }
   /// A snapshot of every item, in one round trip.
   std::vector<T> to_vector() const {
@@ -304,10 +305,7 @@ class Queue : public ProxyBase {
   [[nodiscard]] std::optional<T> try_get() { return get_impl(std::chrono::nanoseconds(0)); }
   std::size_t qsize() const {
     mgr::Request r(mgr::Op::queue_size, ref_.id);
-    mgr::Reply reply(send(r));
-    const std::uint64_t n = reply.u64();
-    reply.end();
-    return static_cast<std::size_t>(n);
+    return send_count(r);
   }
   bool empty() const { return qsize() == 0; }
 
@@ -320,10 +318,7 @@ class Queue : public ProxyBase {
     mgr::Request r(mgr::Op::queue_put, ref_.id);
     r.put_timeout(timeout);
     r.put_value(item);
-    mgr::Reply reply(send(r));
-    const bool put = reply.flag();
-    reply.end();
-    return put;
+    return send_flag(r);
   }
   std::optional<T> get_impl(std::optional<std::chrono::nanoseconds> timeout) {
     mgr::Request r(mgr::Op::queue_get, ref_.id);
