@@ -444,6 +444,8 @@ TEST(ManagerLifetime, ForkChildUsesItsOwnConnection) {
   for (int i = 0; i < 100; ++i) EXPECT_EQ(d.get(i), i);
 }
 
+namespace mm = mproc::detail::manager;
+
 // ---- remote: serve / connect ---------------------------------------------------------------
 
 int remote_client_sets_key(std::string address, std::string key) {
@@ -493,6 +495,44 @@ TEST(ManagerRemote, UnixSocketFileIsRemovedAtShutdown) {
   EXPECT_FALSE(std::filesystem::exists(path));
 }
 
+TEST(ManagerRemote, ServeForeverRunsUntilSigtermAndRefusesRemoteShutdown) {
+  const std::string address = "@mproc-serve-forever-test-" + std::to_string(::getpid());
+  int ready[2];
+  ASSERT_EQ(::pipe(ready), 0);
+  const pid_t server = ::fork();
+  if (server == 0) {
+    ::close(ready[0]);
+    int code = 0;
+    try {
+      mproc::Manager::serve_forever(address, "k", [&](const std::string&) {
+        const char byte = 1;
+        static_cast<void>(::write(ready[1], &byte, 1));
+      });
+    } catch (...) {
+      code = 2;
+    }
+    ::_exit(code);
+  }
+  ::close(ready[1]);
+  char byte = 0;
+  ASSERT_EQ(::read(ready[0], &byte, 1), 1);
+  ::close(ready[0]);
+  {
+    auto client = mproc::Manager::connect(address, "k");
+    client.dict<std::string, int>("d").set("a", 1);
+    EXPECT_EQ((client.dict<std::string, int>("d").get("a")), 1);
+    // A standalone server is not stopped by its clients.
+    mm::Request request(mm::Op::shutdown, 0);
+    EXPECT_THROW(request.send(*mm::endpoint_for(address, "k")), mproc::UsageError);
+    EXPECT_EQ(client.stats().objects, 1u);
+  }
+  ASSERT_EQ(::kill(server, SIGTERM), 0);
+  int status = 0;
+  ASSERT_EQ(::waitpid(server, &status, 0), server);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+  EXPECT_THROW(mproc::Manager::connect(address, "k"), mproc::ConnectionClosed);
+}
+
 TEST(ManagerRemote, BadArguments) {
   EXPECT_THROW(mproc::Manager::serve("no-port", "k"), mproc::UsageError);
   EXPECT_THROW(mproc::Manager::serve("127.0.0.1:99999", "k"), mproc::UsageError);
@@ -504,8 +544,6 @@ TEST(ManagerRemote, BadArguments) {
 }
 
 // ---- hostile and dying clients ---------------------------------------------------------------
-
-namespace mm = mproc::detail::manager;
 
 mproc::detail::UniqueFd raw_connection(const mproc::Manager& m, bool authenticate) {
   auto fd = mm::connect_to(mm::Address::parse(m.address()), m.address(), 5s);
