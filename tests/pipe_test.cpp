@@ -1143,7 +1143,11 @@ TEST(Pipe, SendingToADeadPeerIsConnectionClosedNotSigpipe) {
   EXPECT_NE(current.sa_handler, SIG_DFL);
   const pid_t pid = fork_child([&, &a = a, &b = b] {
     a.close();
-    (void)b.recv<int>();  // the parent is gone after this
+    (void)b.recv<int>();
+    // Wait until the parent has closed its end (a closed peer reads as POLLHUP): sending
+    // before that would still succeed.
+    pollfd hup{b.fileno(), POLLIN, 0};
+    if (::poll(&hup, 1, 5000) != 1) throw std::runtime_error("the parent never closed its end");
     for (int i = 0; i < 3; ++i) {
       try {
         b.send(i);  // a pipe frame
