@@ -37,9 +37,11 @@ tour=(
   "pool_map|A Pool maps a function over a list"
   "pool_apply_async|Single tasks on a Pool: apply_async and Futures"
   "pool_starmap|Several arguments per task: starmap over tuples"
+  "queue_pool_status|Pool workers fed by a Queue: the queues as initializer arguments"
   "executor_submit|ProcessPoolExecutor: submit, then wait for the result"
   "executor_as_completed|Results as they finish: as_completed"
   "sqrt_pool_timing|When does a Pool pay off? serial vs Pool.map"
+  "image_blur|Blur a folder of photos: executor.map over file names, then mproc::map"
   "manager_dict|Children write results into a Manager dict"
   "manager_remote|A manager over TCP: serve, connect, authkey"
 )

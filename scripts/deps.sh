@@ -8,6 +8,8 @@ packages=(
   libcereal-dev                    # codec
   libssl-dev                       # Manager: HMAC-SHA256 (libcrypto)
   libgtest-dev                     # tests
+  clang-14 libclang-rt-14-dev      # make fuzz: libFuzzer (fuzz/), with ASan+UBSan
+  libstb-dev                       # examples/image_blur.cpp: stb_image, stb_image_write
   libbenchmark-dev                 # bench/
   libboost-dev                     # bench/: Boost.Interprocess as a peer
   libtbb-dev                       # bench/: oneTBB as a peer of Pool (optional at configure)

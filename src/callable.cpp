@@ -438,6 +438,43 @@ std::uintptr_t resolve_address(const CodeRef& ref) {
   return address_in(find_by_id(table, ref.module), ref);
 }
 
+/// Function entries this thread already checked, for the loader generation they were checked
+/// in. The unwind-table lookup of why_not_function_entry costs about a microsecond, and a pool
+/// encodes (parent) and decodes (worker) the same function pointer with every task. Thread-local:
+/// no lock on the hot path; a dlopen/dlclose changes the generation and empties the cache.
+class CheckedEntries {
+ public:
+  bool contains(const ModuleTable& table, std::uintptr_t address) const noexcept {
+    if (!table.generation.known || !(table.generation == generation_)) return false;
+    return std::find(entries_.begin(), entries_.end(), address) != entries_.end();
+  }
+  void add(const ModuleTable& table, std::uintptr_t address) noexcept {
+    if (!table.generation.known) return;
+    if (!(table.generation == generation_)) {
+      generation_ = table.generation;
+      entries_.fill(0);
+    }
+    entries_[next_] = address;
+    next_ = (next_ + 1) % entries_.size();
+  }
+
+ private:
+  Generation generation_;
+  std::array<std::uintptr_t, 8> entries_{};
+  std::size_t next_ = 0;
+};
+
+thread_local CheckedEntries t_checked_entries;
+
+/// why_not_function_entry through this thread's cache of entries found good.
+std::string why_not_function_entry_cached(const ModuleTable& table, const Module& m,
+                                          std::uintptr_t address) {
+  if (t_checked_entries.contains(table, address)) return {};
+  std::string why = why_not_function_entry(m, address);
+  if (why.empty()) t_checked_entries.add(table, address);
+  return why;
+}
+
 CodeRef function_ref_of(std::uintptr_t address) {
   if (address == 0) throw UsageError("mproc: cannot send a call through a null function pointer");
   std::shared_ptr<const ModuleTable> table;
@@ -447,7 +484,7 @@ CodeRef function_ref_of(std::uintptr_t address) {
                      " does not point into any loaded module (JIT-generated code cannot be "
                      "sent to another process)");
   }
-  if (std::string why = why_not_function_entry(*m, address); !why.empty()) {
+  if (std::string why = why_not_function_entry_cached(*table, *m, address); !why.empty()) {
     throw UsageError("mproc: the function pointer " + hex_u64(address) + " into " + m->label +
                      " cannot be sent to another process: " + why);
   }
@@ -458,7 +495,7 @@ std::uintptr_t resolve_function_entry(const CodeRef& ref) {
   std::shared_ptr<const ModuleTable> table;
   const Module& m = find_by_id(table, ref.module);
   const std::uintptr_t address = address_in(m, ref);
-  if (std::string why = why_not_function_entry(m, address); !why.empty()) {
+  if (std::string why = why_not_function_entry_cached(*table, m, address); !why.empty()) {
     throw ProtocolError("mproc: the call's function pointer names offset " + hex_u64(ref.offset) +
                         " in " + m.label + " (" + describe(m.id) + "), but " + why +
                         ": the message is corrupt or comes from a different build");

@@ -24,6 +24,7 @@
 #include "detail/sys.hpp"
 #include "engine_protocol.hpp"
 #include "engine_worker.hpp"
+#include "lifeline.hpp"
 #include "mproc/detail/remote_exception.hpp"
 #include "mproc/detail/shared_segment.hpp"
 #include "mproc/errors.hpp"
@@ -108,6 +109,9 @@ class EngineCore : public std::enable_shared_from_this<EngineCore> {
     method_ = options_.start ? *options_.start : get_start_method();
     slots_ = SharedSegment::create(options_.workers * sizeof(proto::Slot), "mproc-pool");
     wake_ = sys::eventfd();
+    // Workers arm this to have the kernel SIGKILL their process groups when we die.
+    lifeline::ensure();
+    owner_lifeline_ = sys::dup(lifeline::read_fd());
   }
 
   void start() {
@@ -117,7 +121,7 @@ class EngineCore : public std::enable_shared_from_this<EngineCore> {
     } catch (...) {
       kill_all();
       for (auto& w : workers_) {
-        if (w) w->process->join();
+        if (w) reap(*w);
       }
       throw;
     }
@@ -271,7 +275,8 @@ class EngineCore : public std::enable_shared_from_this<EngineCore> {
     po.name = options_.worker_name + "-" + std::to_string(n);
     po.daemon = true;
     po.start = method_;
-    w->process.emplace(po, &pool_worker_main, child_end, slots_, settings);
+    w->process.emplace(po, &pool_worker_main, child_end, slots_, settings,
+                       OwnerLifeline{owner_lifeline_.get()});
     w->process->start();
     child_end.close();  // so that the worker's death reads as EOF here
     w->conn = std::move(parent_end);
@@ -517,11 +522,30 @@ class EngineCore : public std::enable_shared_from_this<EngineCore> {
     for (auto& w : workers_) {
       if (w && !w->exited) {
         try {
-          w->process->join();
+          reap(*w);
         } catch (...) {
         }
         w->exited = true;
       }
+    }
+  }
+
+  /// Kills what is left of `w`'s process group, then waits for `w` and reaps it (the paths
+  /// where the worker was just SIGKILLed; on_exit does the same for a worker that ended).
+  static void reap(Worker& w) {
+    kill_group(w);
+    w.process->join();
+  }
+
+  /// SIGKILLs worker `w`'s process group (pool_worker_main): whatever a task started by hand
+  /// dies with its worker. Called before the worker is reaped, while its pid (the group's id)
+  /// cannot have been reused.
+  static void kill_group(const Worker& w) noexcept {
+    try {
+      if (w.pid > 1) sys::kill_process_group(w.pid, SIGKILL);
+    } catch (const std::exception& e) {
+      log(LogLevel::warning,
+          std::string("pool: cannot kill a worker's process group: ") + e.what());
     }
   }
 
@@ -560,14 +584,18 @@ class EngineCore : public std::enable_shared_from_this<EngineCore> {
       }
       check_timeouts();
       bool became_broken;
+      bool to_send;
       {
         std::lock_guard lock(mutex_);
         became_broken = replace_workers_locked();
         dispatch_locked();
         stop_idle_workers_locked();
+        to_send = has_unsent_locked();
       }
       if (became_broken) cancel_everything(broken_error_);
-      request_flush();
+      // Only when there is something to send: waking the sender thread for nothing costs a
+      // context switch per result, on the cores the caller and the workers need.
+      if (to_send) request_flush();
     }
   }
 
@@ -750,7 +778,8 @@ class EngineCore : public std::enable_shared_from_this<EngineCore> {
       std::lock_guard lock(mutex_);
       auto& w = workers_[slot];
       if (!w || w->exited) return;
-      w->process->join();  // it has ended: returns at once and reaps it
+      kill_group(*w);      // it has ended but is not reaped: its pid still names the group
+      w->process->join();  // returns at once and reaps it
       w->exited = true;
       const int code = w->process->exitcode().value_or(0);
       const auto* s = slot_of(*w);
@@ -836,6 +865,11 @@ class EngineCore : public std::enable_shared_from_this<EngineCore> {
 
   bool has_pending_locked() const { return !pending_.empty(); }
 
+  bool has_unsent_locked() const {
+    return std::any_of(workers_.begin(), workers_.end(),
+                       [](const auto& w) { return w && w->unsent > 0; });
+  }
+
   bool needs_replacement_locked() const {
     if (terminated_ || broken_ || (closed_ && !has_pending_locked())) return false;
     return std::any_of(workers_.begin(), workers_.end(),
@@ -888,6 +922,7 @@ class EngineCore : public std::enable_shared_from_this<EngineCore> {
   StartMethod method_ = StartMethod::fork;
   SharedSegment slots_;
   UniqueFd wake_;
+  UniqueFd owner_lifeline_;  // a descriptor of this process's lifeline read end (workers arm it)
 
   mutable std::mutex mutex_;
   std::vector<std::unique_ptr<Worker>> workers_;

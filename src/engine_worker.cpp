@@ -12,6 +12,7 @@
 
 #include "detail/sys.hpp"
 #include "engine_worker.hpp"
+#include "lifeline.hpp"
 #include "mproc/detail/callable.hpp"
 #include "mproc/detail/remote_exception.hpp"
 #include "mproc/log.hpp"
@@ -203,10 +204,21 @@ SharedSegment map_output(UniqueFd fd) {
 }  // namespace worker
 
 void pool_worker_main(Connection conn, SharedSegment slots,
-                      engine_protocol::WorkerSettings settings) {
+                      engine_protocol::WorkerSettings settings, OwnerLifeline owner) {
   // Ctrl-C goes to the whole foreground process group: the parent decides what it means, and
   // workers never print tracebacks of their own (PITFALLS).
   sys::ignore_signal(SIGINT);
+  // Each worker leads a process group of its own, which the processes a task starts by hand
+  // (fork(), system(), posix_spawn) join: the engine SIGKILLs the group when the worker ends
+  // (crash, timeout, forced cancel, terminate, or a normal exit), and the owner's lifeline,
+  // armed here for the group, SIGKILLs it when the owner dies. Without this a task's children
+  // would outlive a killed worker (PDEATHSIG covers only mproc's own children). Being in its own
+  // group also keeps a terminal's Ctrl-C away from the worker.
+  sys::become_process_group_leader();
+  if (owner.fd >= 0) {
+    const UniqueFd copy(owner.fd);  // ours (inherited or received); closed once armed
+    if (!lifeline::arm_group_kill(copy.get())) ::_exit(128 + SIGKILL);  // as the signal would
+  }
   if (settings.memory_limit != 0) sys::limit_address_space(settings.memory_limit);
   if (slots.size() < (settings.slot + 1) * sizeof(proto::Slot)) {
     throw ProtocolError("pool worker: slot index out of range");
@@ -224,3 +236,16 @@ void pool_worker_main(Connection conn, SharedSegment slots,
 }
 
 }  // namespace mproc::detail
+
+void mproc::handle_codec<mproc::detail::OwnerLifeline>::encode(
+    Encoder& out, const detail::OwnerLifeline& lifeline) {
+  const std::uint32_t index = out.attach_fd(lifeline.fd);
+  out.write_bytes(&index, sizeof index);
+}
+
+mproc::detail::OwnerLifeline mproc::handle_codec<mproc::detail::OwnerLifeline>::decode(
+    Decoder& in) {
+  std::uint32_t index = 0;
+  in.read_bytes(&index, sizeof index);
+  return detail::OwnerLifeline{in.take_fd(index).release()};
+}

@@ -103,6 +103,26 @@ bool arm_in_child(int parent_pid, bool keep_across_exec, bool forked_by_main_thr
   return parent_alive;
 }
 
+bool arm_group_kill(int parent_read_fd) noexcept {
+  char path[32];
+  fd_path(path, parent_read_fd);
+  // Not close-on-exec, on purpose: the signal goes out when the parent's write end closes,
+  // and only while some process still holds this description. This process may be gone by
+  // then (when the parent is multi-threaded, PR_SET_PDEATHSIG can kill us before its last
+  // thread closes its descriptors), so every descendant — programs a task execs included —
+  // holds it too. (A descendant that closes all its descriptors, or leaves the group with
+  // setsid/setpgid, escapes this.)
+  const int armed = ::open(path, O_RDONLY);
+  if (armed < 0) return true;  // no /proc: the group is still killed when the worker ends
+  f_owner_ex owner{F_OWNER_PGRP, ::getpgrp()};
+  ::fcntl(armed, F_SETOWN_EX, &owner);
+  ::fcntl(armed, F_SETSIG, SIGKILL);
+  ::fcntl(armed, F_SETFL, ::fcntl(armed, F_GETFL) | O_ASYNC);
+  // Deliberately never closed (fasync entries live as long as the description).
+  pollfd pfd{armed, POLLIN, 0};
+  return !(::poll(&pfd, 1, 0) > 0 && (pfd.revents & POLLHUP) != 0);
+}
+
 ForkScope::ForkScope() noexcept {
   t_forking_for_mproc = true;
 }

@@ -26,6 +26,14 @@ void ensure();
 /// should _exit at once).
 bool arm_in_child(int parent_pid, bool keep_across_exec, bool forked_by_main_thread) noexcept;
 
+/// In a process that leads its own process group (a pool worker): opens a description of the
+/// parent's lifeline read end `parent_read_fd` (a descriptor of it this process holds) and
+/// arms it to SIGKILL this process's whole *group* when the parent dies, so that descendants
+/// which stayed in the group (children a task forked by hand, a shell it ran) die with the
+/// parent too, not only this process. The armed descriptor is kept for the process's life.
+/// Returns false if the parent is already gone.
+bool arm_group_kill(int parent_read_fd) noexcept;
+
 /// True when the calling thread is the process's main thread.
 bool on_main_thread() noexcept;
 

@@ -57,12 +57,14 @@ void put_sized(Encoder& out, const Bytes& b) {
 template <class Ready>
 bool wait_until(std::unique_lock<std::mutex>& lock, std::condition_variable& cv,
                 std::optional<std::chrono::nanoseconds> timeout, Session& session, Ready ready) {
-  const std::optional<Clock::time_point> deadline =
-      timeout ? std::optional(Clock::now() + *timeout) : std::nullopt;
+  // A plain time_point with a flag, not std::optional: g++ 12 under -fsanitize=thread
+  // reports the optional's payload as maybe-uninitialized.
+  const bool has_deadline = timeout.has_value();
+  const Clock::time_point deadline = has_deadline ? Clock::now() + *timeout : Clock::time_point{};
   while (!ready()) {
     auto slice = std::chrono::duration_cast<Clock::duration>(kWaitSlice);
-    if (deadline) {
-      const auto left = *deadline - Clock::now();
+    if (has_deadline) {
+      const auto left = deadline - Clock::now();
       if (left <= Clock::duration::zero()) return false;
       slice = std::min(slice, left);
     }
@@ -82,7 +84,7 @@ class DictServant final : public Servant {
  public:
   using Servant::Servant;
 
-  void handle(Op op, Decoder& in, Encoder& out, Session&) override {
+  void handle(Op op, Decoder& in, Encoder& out, Session& session) override {
     const std::lock_guard lock(mutex_);
     switch (op) {
       case Op::dict_set: {
@@ -119,6 +121,7 @@ class DictServant final : public Servant {
         const auto it = map_.find(key);
         ServerCall call;
         call.current = it != map_.end() ? &it->second : nullptr;
+        call.function_pointers = session.same_user_peer;
         Encoder updated;
         {
           const ScopedServerCall scope(call);
@@ -320,10 +323,11 @@ class ObjectServant final : public Servant {
   ObjectServant(std::uint64_t type, std::shared_ptr<void> object)
       : Servant(Kind::object, type, 0), object_(std::move(object)) {}
 
-  void handle(Op op, Decoder& in, Encoder& out, Session&) override {
+  void handle(Op op, Decoder& in, Encoder& out, Session& session) override {
     if (op != Op::object_call) wrong_op(op, "user object");
     const std::lock_guard lock(mutex_);
     ServerCall call;
+    call.function_pointers = session.same_user_peer;
     call.object = object_.get();
     call.object_type = type_a;
     Encoder result;
@@ -345,7 +349,9 @@ class ObjectServant final : public Servant {
 std::optional<std::chrono::nanoseconds> read_timeout(Decoder& in) {
   const auto raw = static_cast<std::int64_t>(get_u64_le(in));
   if (raw < 0) return std::nullopt;
-  return std::chrono::nanoseconds(raw);
+  // Capped at ~146 years, so that the waits' now() + timeout cannot overflow.
+  constexpr std::int64_t kLongest = std::int64_t{1} << 62;
+  return std::chrono::nanoseconds(std::min(raw, kLongest));
 }
 
 std::shared_ptr<Servant> make_servant(Kind kind, std::uint64_t type_a, std::uint64_t type_b,

@@ -25,6 +25,9 @@ class Session {
   virtual bool abandoned() = 0;
   /// Servants holding something for this session (locks), told when it ends.
   std::vector<std::weak_ptr<class Servant>> holdings;
+  /// The peer was checked to run as this process's user (a Unix socket): requests may name
+  /// function pointers (ServerCall::function_pointers).
+  bool same_user_peer = false;
 };
 
 /// Thrown out of a wait whose session was abandoned: the connection is closed, no reply.

@@ -53,7 +53,9 @@ bool same_type(const Servant& s, Kind kind, std::uint64_t a, std::uint64_t b) {
 
 class Server::Connection final : public Session {
  public:
-  Connection(Server& server, UniqueFd socket) : server_(server), fd(std::move(socket)) {}
+  Connection(Server& server, UniqueFd socket) : server_(server), fd(std::move(socket)) {
+    same_user_peer = server.unix_socket_;  // accept() refuses other users' Unix peers
+  }
 
   bool abandoned() override {
     if (server_.stopping_.load()) return true;
@@ -66,7 +68,6 @@ class Server::Connection final : public Session {
   UniqueFd fd;  // closed only when the Connection is destroyed (under connections_mutex_)
   std::thread thread;
   std::atomic<bool> done{false};
-  bool shutdown_requested = false;
 };
 
 Server::Server(Listener listener, std::string authkey, bool accept_shutdown)
@@ -180,9 +181,9 @@ void Server::serve(Connection& c) {
         if (!request) break;
         reply.clear();
         put_u64_le(reply, 0);  // frame length, filled in by send_frame
-        handle(c, *request, reply);
+        const bool shutdown_requested = handle(c, *request, reply);
         send_frame(fd, reply.bytes());
-        if (c.shutdown_requested) {
+        if (shutdown_requested) {
           stop();
           break;
         }
@@ -205,7 +206,7 @@ void Server::serve(Connection& c) {
   c.done.store(true);
 }
 
-void Server::handle(Connection& c, std::span<const std::byte> request, Encoder& reply) {
+bool Server::handle(Session& session, std::span<const std::byte> request, Encoder& reply) {
   const Encoder::Mark start = reply.mark();
   const std::uint8_t ok = static_cast<std::uint8_t>(Status::ok);
   reply.write_bytes(&ok, 1);
@@ -222,12 +223,11 @@ void Server::handle(Connection& c, std::span<const std::byte> request, Encoder& 
               "process receives SIGINT or SIGTERM");
         }
         in.expect_end();
-        c.shutdown_requested = true;
-        return;
+        return true;
       }
       handle_manager_op(static_cast<Op>(op), in, reply);
     } else {
-      find(id)->handle(static_cast<Op>(op), in, reply, c);
+      find(id)->handle(static_cast<Op>(op), in, reply, session);
     }
   } catch (const Abandoned&) {
     throw;
@@ -238,6 +238,7 @@ void Server::handle(Connection& c, std::span<const std::byte> request, Encoder& 
     put_u64_le(reply, static_cast<std::uint64_t>(::getpid()));
     encode_exception(reply, std::current_exception());
   }
+  return false;
 }
 
 void Server::handle_manager_op(Op op, Decoder& in, Encoder& reply) {

@@ -42,11 +42,17 @@ class Server {
   /// Makes run() return. Thread-safe.
   void stop() noexcept;
 
+  /// Decodes and runs one request frame that arrived on `session`, appending the reply
+  /// (status, body) to `reply`. A failed request becomes an error reply; only Abandoned (the
+  /// session went away while the request waited) escapes. True for an accepted shutdown
+  /// request: the caller sends the reply, then stops. serve() calls it for every frame, and
+  /// fuzz/manager_protocol.cpp without a socket.
+  bool handle(Session& session, std::span<const std::byte> request, Encoder& reply);
+
  private:
   class Connection;
   void accept_ready();
   void serve(Connection& connection);
-  void handle(Connection& connection, std::span<const std::byte> request, Encoder& reply);
   void handle_manager_op(Op op, Decoder& in, Encoder& reply);
   std::shared_ptr<Servant> find(std::uint64_t id);
   void reap_finished();

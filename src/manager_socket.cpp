@@ -335,13 +335,15 @@ bool FrameReader::fill(int fd, std::size_t want, bool frame_started) {
   while (end_ - begin_ < want) {
     if (begin_ + want > buffer_.size()) {
       // Move what is unconsumed to the front, then grow by at most what has arrived (plus
-      // one chunk): memory follows the bytes received, not the length claimed.
+      // one chunk), and only once what arrived fills the buffer: memory follows the bytes
+      // received, not the length claimed (growing on every read would let a client that
+      // claims 4 GiB and sends a few bytes at a time double the buffer with each one).
       if (begin_ > 0) {
         std::memmove(buffer_.data(), buffer_.data() + begin_, end_ - begin_);
         end_ -= begin_;
         begin_ = 0;
       }
-      if (want > buffer_.size()) {
+      if (want > buffer_.size() && end_ == buffer_.size()) {
         const std::size_t grown = std::max(buffer_.size() * 2, kMinChunk);
         buffer_.resize(std::min(want, std::max(grown, end_ + kMinChunk)));
       }

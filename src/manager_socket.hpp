@@ -62,6 +62,8 @@ class FrameReader {
   /// between frames. ProtocolError for a frame over `limit` bytes; ConnectionClosed at EOF
   /// mid-frame. The frame stays valid until the next read.
   std::optional<std::span<const std::byte>> read(int fd, std::uint64_t limit);
+  /// Bytes of buffer held (tests check that it follows what arrived).
+  std::size_t capacity() const noexcept { return buffer_.capacity(); }
 
  private:
   bool fill(int fd, std::size_t want, bool frame_started);

@@ -209,8 +209,10 @@ class Coordinator {
     w.process.emplace(ProcessOptions{.name = "MapWorker-" + std::to_string(++started_),
                                      .daemon = true,
                                      .start = StartMethod::fork},
-                      [params, writer, reruns = std::move(reruns)]() mutable {
-                        worker_main(params, writer, reruns);
+                      // An init-capture: clang before 16 cannot capture a structured
+                      // binding by name.
+                      [params, writer_end = writer, reruns = std::move(reruns)]() mutable {
+                        worker_main(params, writer_end, reruns);
                       });
     w.process->start();
     writer.close();  // the worker holds the only write end: its death is EOF here

@@ -278,6 +278,21 @@ TEST(ManagerEvent, SetClearWaitAcrossProcesses) {
   EXPECT_FALSE(ev.is_set());
 }
 
+// Regression, found by fuzz/manager_protocol.cpp (input
+// fuzz/corpus/manager_protocol/regression-timeout-overflows-deadline): the server computed
+// now() + timeout, which overflowed for the longest timeouts (undefined behaviour; in practice
+// a deadline in the past, so the wait returned false at once).
+TEST(ManagerEvent, LongestTimeoutWaitsForTheEvent) {
+  mproc::Manager m;
+  auto ev = m.event();
+  std::thread setter([ev]() mutable {
+    std::this_thread::sleep_for(100ms);
+    ev.set();
+  });
+  EXPECT_TRUE(ev.wait_for(std::chrono::nanoseconds::max()));
+  setter.join();
+}
+
 TEST(ManagerObject, UserTypeWithMethods) {
   mproc::Manager m;
   auto c = m.make<Counter>(10);

@@ -181,9 +181,11 @@ class Dict : public ProxyBase {
   }
   /// Stores fn(current value or nullopt) under `key` and returns it, atomically: fn runs in
   /// the server while no other operation on this dict runs. fn is a transferable callable
-  /// (function pointer, captureless lambda, serializable function object) taking
+  /// (captureless lambda, serializable function object, or function pointer) taking
   /// std::optional<V> and returning V. If fn throws, the dict is unchanged and the exception
-  /// comes back here.
+  /// comes back here. A manager reached over TCP refuses function pointers (UsageError here,
+  /// ProtocolError in its server): a pointer names an address, which the server cannot trust
+  /// from a remote client; wrap the function in a captureless lambda.
   template <class F>
   V update(const K& key, const F& fn) {
     using Fn = std::decay_t<F>;
@@ -198,6 +200,7 @@ class Dict : public ProxyBase {
       static_assert(std::is_convertible_v<std::invoke_result_t<const Fn&, std::optional<V>>, V>,
                     "mproc::Dict::update: the function must return the new value (a V)");
     }
+    mgr::check_callable_for<Fn>(address(), "mproc::Dict::update");
     mgr::Request r(mgr::Op::dict_update, ref_.id);
     r.put_sized_value(key);
     mgr::write_manager_call<mgr::DictUpdateEntry<Fn, V>>(r.out(), fn);
@@ -402,7 +405,8 @@ class Object : public ProxyBase {
     return finish<R>(r);
   }
   /// Runs fn(object, args...) in the server and returns its result. fn is a transferable
-  /// callable (function pointer or captureless lambda) taking T& first.
+  /// callable (captureless lambda, or function pointer except over TCP: see Dict::update)
+  /// taking T& first.
   template <class F, class... Args>
   auto apply(const F& fn, const Args&... args) {
     using Fn = std::decay_t<F>;
@@ -414,6 +418,7 @@ class Object : public ProxyBase {
     static_assert(std::is_invocable_v<Fn&, T&, std::decay_t<Args>...>,
                   "mproc::Object<T>::apply: the function must be callable as fn(T&, args...)");
     using R = std::decay_t<std::invoke_result_t<Fn&, T&, std::decay_t<Args>...>>;
+    mgr::check_callable_for<Fn>(address(), "mproc::Object<T>::apply");
     mgr::Request r(mgr::Op::object_call, ref_.id);
     mgr::write_manager_call<mgr::ObjectApplyEntry<T, Fn, std::decay_t<Args>...>>(r.out(), fn,
                                                                                  args...);

@@ -508,5 +508,17 @@ void ignore_signal(int sig) {
   check(::sigaction(sig, &action, nullptr), "sigaction()");
 }
 
+void become_process_group_leader() {
+  check(::setpgid(0, 0), "setpgid(0, 0)");
+}
+
+bool kill_process_group(int pgid, int sig) {
+  if (pgid <= 1)
+    throw UsageError("kill_process_group: refusing process group " + std::to_string(pgid));
+  if (::kill(-pgid, sig) == 0) return true;
+  if (errno == ESRCH || errno == EPERM) return false;
+  throw_errno("kill(-" + std::to_string(pgid) + ", " + std::to_string(sig) + ")", errno);
+}
+
 }  // namespace sys
 }  // namespace mproc::detail

@@ -146,5 +146,10 @@ void eventfd_drain(int fd);
 void limit_address_space(std::size_t bytes);
 /// signal(sig, SIG_IGN) through sigaction.
 void ignore_signal(int sig);
+/// setpgid(0, 0): the calling process leads a new process group (its id = the caller's pid).
+void become_process_group_leader();
+/// kill(-pgid, sig): signals every process in group `pgid`; false if the group is empty
+/// (ESRCH) or holds only processes we may not signal (EPERM).
+bool kill_process_group(int pgid, int sig);
 
 }  // namespace mproc::detail::sys

@@ -17,6 +17,7 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <string_view>
 #include <tuple>
 #include <type_traits>
 #include <utility>
@@ -38,6 +39,11 @@ struct ServerCall {
   /// object creation: the entry puts the new object here.
   std::shared_ptr<void> created;
   std::uint64_t created_type = 0;
+  /// Whether the entry may call a function pointer named by the request. A pointer's target
+  /// is an address the client chose: any function of the server with that signature. Allowed
+  /// only for peers that the kernel vouches run as the server's own user (Unix sockets,
+  /// SO_PEERCRED), who could debug the server anyway; refused over TCP.
+  bool function_pointers = false;
 };
 
 /// The ServerCall of this thread; UsageError outside a manager server.
@@ -54,6 +60,40 @@ class ScopedServerCall {
  private:
   ServerCall* previous_;
 };
+
+/// Refuses a function-pointer callable unless this call allows one (see ServerCall).
+template <class F>
+void check_callable_allowed() {
+  if constexpr (std::is_pointer_v<F> || std::is_member_pointer_v<F>) {
+    if (!current_server_call().function_pointers) {
+      throw ProtocolError(
+          "mproc::Manager: this server is reached over TCP and runs only lambdas and function "
+          "objects, not function pointers (a pointer names an address the server would have "
+          "to trust)");
+    }
+  }
+}
+
+/// Whether `address` (a manager address) is reached over TCP, where only lambdas and
+/// function objects run in the server (see ServerCall::function_pointers).
+inline bool is_tcp_address(std::string_view address) noexcept {
+  return !address.starts_with("@") && !address.starts_with("unix:");
+}
+
+/// The client side of the same rule, before anything is sent: a UsageError that says what
+/// to write instead.
+template <class F>
+void check_callable_for(std::string_view address, const char* where) {
+  if constexpr (std::is_pointer_v<F> || std::is_member_pointer_v<F>) {
+    if (is_tcp_address(address)) {
+      throw UsageError(std::string(where) +
+                       ": a manager reached over TCP runs lambdas and function objects, not "
+                       "function pointers (the server cannot trust an address a client "
+                       "sends): wrap the function in a captureless lambda, e.g. "
+                       "[](auto v) { return fn(v); }");
+    }
+  }
+}
 
 void register_manager_entry(Trampoline entry);
 void unregister_manager_entry(Trampoline entry) noexcept;
@@ -114,6 +154,7 @@ T& current_object() {
 template <class F, class V>
 struct DictUpdateEntry {
   static void invoke(Decoder& in, Encoder* result) {
+    check_callable_allowed<F>();
     F f = decode_callable<F>(in);
     in.expect_end();
     const ServerCall& call = current_server_call();
@@ -176,6 +217,7 @@ struct ObjectMethodEntry {
 template <class T, class F, class... Args>
 struct ObjectApplyEntry {
   static void invoke(Decoder& in, Encoder* result) {
+    check_callable_allowed<F>();
     F f = decode_callable<F>(in);
     std::tuple<Args...> args{mproc::decode<Args>(in)...};
     in.expect_end();
