@@ -1,5 +1,7 @@
 // The claims of docs/security.md that no other test file checks: who can reach mproc's IPC
-// objects, and what the Manager's handshake proves and never reveals.
+// objects, and what the Manager's handshake proves and never reveals. (That nothing is left in
+// /dev/shm or /tmp is the leak check's job, around every test: tests/support/leak_check.cpp.
+// Whole directories cannot be compared here, other tests run at the same time.)
 #include <grp.h>
 #include <gtest/gtest.h>
 #include <sys/socket.h>
@@ -32,14 +34,6 @@ namespace {
 using namespace std::chrono_literals;
 namespace fs = std::filesystem;
 namespace mm = mproc::detail::manager;
-
-/// Names in a directory (not recursive).
-std::set<std::string> entries(const fs::path& dir) {
-  std::set<std::string> out;
-  std::error_code ec;
-  for (const auto& e : fs::directory_iterator(dir, ec)) out.insert(e.path().filename());
-  return out;
-}
 
 /// What each open descriptor of this process refers to (readlink of /proc/self/fd/N).
 std::map<int, std::string> open_descriptors() {
@@ -74,8 +68,6 @@ bool is_nameless(const std::string& target) {
 }  // namespace
 
 TEST(Security, SharedObjectsAreMemfdsWithNoNameInTheFilesystem) {
-  const auto shm_before = entries("/dev/shm");
-  const auto tmp_before = entries(fs::temp_directory_path());
   const auto fds_before = open_descriptors();
   {
     mproc::Value<long> value(1);
@@ -91,14 +83,10 @@ TEST(Security, SharedObjectsAreMemfdsWithNoNameInTheFilesystem) {
     for (const auto& target : opened) {
       EXPECT_TRUE(target.starts_with("/memfd:")) << "an anonymous object opened " << target;
     }
-    EXPECT_EQ(entries("/dev/shm"), shm_before);
-    EXPECT_EQ(entries(fs::temp_directory_path()), tmp_before);
   }
 }
 
 TEST(Security, PoolChannelsAndSegmentsHaveNoNameAnyoneCouldOpen) {
-  const auto shm_before = entries("/dev/shm");
-  const auto tmp_before = entries(fs::temp_directory_path());
   const auto fds_before = open_descriptors();
   {
     mproc::Pool pool(2);
@@ -108,8 +96,6 @@ TEST(Security, PoolChannelsAndSegmentsHaveNoNameAnyoneCouldOpen) {
     for (const auto& target : opened_since(fds_before)) {
       EXPECT_TRUE(is_nameless(target)) << "the pool opened " << target;
     }
-    EXPECT_EQ(entries("/dev/shm"), shm_before);
-    EXPECT_EQ(entries(fs::temp_directory_path()), tmp_before);
   }
 }
 
