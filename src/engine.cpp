@@ -348,6 +348,10 @@ class EngineCore : public std::enable_shared_from_this<EngineCore> {
         auto task = std::move(front.task);
         pending_.pop_front();
         if (task->settled()) continue;
+        // The parts of a split chunk are new tasks: without an id of their own they would
+        // read as "no task running" in the worker's slot (no timeout, no blame) and match
+        // any other unnamed task's result.
+        if (task->id == 0) task->id = reserve_id();
         return task;
       }
       auto task = front.job->next(options_.workers);

@@ -39,6 +39,7 @@
 #include <string>
 
 #include "detail/sys.hpp"
+#include "lifeline.hpp"
 #include "mproc/detail/progress.hpp"
 #include "mproc/log.hpp"
 #include "mproc/pipe.hpp"
@@ -92,11 +93,21 @@ struct WorkerParams {
   std::size_t workers;
   std::size_t fixed_chunk;
   bool timed;
+  int owner_lifeline;  // the caller's lifeline read end (inherited), armed for the group
 };
 
 /// A worker's whole life: the re-run ranges it was forked with, then chunks from the cursor.
 void worker_main(const WorkerParams& p, Connection& out, const std::vector<Range>& reruns) {
   sys::ignore_signal(SIGINT);  // Ctrl-C is the caller's to handle
+  // As a pool worker does (pool_worker_main): lead a process group, which the processes fn
+  // starts by hand join, so that they die with this worker (the coordinator SIGKILLs the
+  // group when the worker ends) and with the caller (the lifeline armed for the group).
+  sys::become_process_group_leader();
+  if (p.owner_lifeline >= 0) {
+    const bool caller_alive = lifeline::arm_group_kill(p.owner_lifeline);
+    ::close(p.owner_lifeline);                  // our inherited copy; the armed description stays
+    if (!caller_alive) ::_exit(128 + SIGKILL);  // as the signal would
+  }
   OneShotItemTracker tracker(*p.slot, p.timed);
   Encoder report;
   auto run = [&](std::size_t first, std::size_t last) {
@@ -175,7 +186,19 @@ class Coordinator {
     // Workers that keep dying before reporting anything (a crash at start-up, a fork bomb
     // guard) would otherwise be replaced forever.
     max_fruitless_deaths_ = 10 + 4 * workers_;
+    lifeline::ensure();
+    owner_lifeline_ = sys::dup(lifeline::read_fd());
   }
+
+  /// On an error path, workers still running die with their process groups.
+  ~Coordinator() {
+    for (Worker& w : pool_) {
+      if (w.process) kill_group(w);  // not reaped yet: the pid still names the group
+    }
+  }
+
+  Coordinator(const Coordinator&) = delete;
+  Coordinator& operator=(const Coordinator&) = delete;
 
   void run() {
     const auto started = Clock::now();
@@ -203,7 +226,8 @@ class Coordinator {
                               count_,
                               workers_,
                               options_.chunksize,
-                              options_.task_timeout.has_value()};
+                              options_.task_timeout.has_value(),
+                              owner_lifeline_.get()};
     Worker& w = pool_[index];
     w = Worker{};
     w.process.emplace(ProcessOptions{.name = "MapWorker-" + std::to_string(++started_),
@@ -286,15 +310,31 @@ class Coordinator {
   void retire() {
     for (Worker& w : pool_) {
       if (!w.process) continue;
-      if (!w.process->join_for(kRetireDeadline)) {
+      // Waits on the sentinel rather than join_for: the group is killed before the reap,
+      // while the worker's pid still names it.
+      pollfd ended{w.process->sentinel(), POLLIN, 0};
+      if (sys::poll(&ended, 1, kRetireDeadline) == 0) {
         log(LogLevel::warning, std::string(what_) + ": worker pid " +
                                    std::to_string(w.process->pid()) +
                                    " did not exit after the map finished; killing it");
         w.process->kill();
-        w.process->join();
       }
+      kill_group(w);
+      w.process->join();
       w.process.reset();
       w.reports.close();
+    }
+  }
+
+  /// SIGKILLs what is left of worker `w`'s process group: whatever fn started by hand dies
+  /// with its worker. Only before `w` is reaped (its pid cannot have been reused).
+  void kill_group(const Worker& w) const noexcept {
+    try {
+      const int pid = w.process->pid();
+      if (pid > 1) sys::kill_process_group(pid, SIGKILL);
+    } catch (const std::exception& e) {
+      log(LogLevel::warning,
+          std::string(what_) + ": cannot kill a worker's process group: " + e.what());
     }
   }
 
@@ -329,8 +369,12 @@ class Coordinator {
   /// Worker `index` has ended: drain its reports, then judge what it left behind.
   void bury(std::size_t index) {
     Worker& w = pool_[index];
-    while (!w.reports.closed()) receive(index);
-    w.process->join();  // already ended: reaps at once
+    // First the group (ended but not reaped: its pid still names it), so that nothing fn
+    // started still holds the report pipe open; then only what is already there is read, so
+    // that a descendant which left the group cannot keep this waiting for an EOF.
+    kill_group(w);
+    while (!w.reports.closed() && w.reports.poll()) receive(index);
+    w.process->join();  // reaps at once
     const int status = w.process->exitcode().value_or(0);
     const auto pid = static_cast<std::int64_t>(w.process->pid());
     const OneShotWorkerSlot& slot = slots_[index];
@@ -475,6 +519,7 @@ class Coordinator {
   std::size_t started_ = 0;
   std::size_t fruitless_deaths_ = 0;  // workers in a row that died without reporting
   std::size_t max_fruitless_deaths_ = 0;
+  UniqueFd owner_lifeline_;  // a descriptor of this process's lifeline read end (workers arm it)
 };
 
 }  // namespace

@@ -12,6 +12,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <numeric>
 #include <random>
 #include <ranges>
 #include <stdexcept>
@@ -20,6 +21,7 @@
 #include <vector>
 
 #include "mproc/pool.hpp"
+#include "mproc/shared.hpp"
 #include "support/child_helpers.hpp"
 
 namespace {
@@ -200,6 +202,79 @@ std::string crash_name(const ::testing::TestParamInfo<int>& info) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Pool, PoolCrash, ::testing::Values(0, 1, 2, 3), crash_name);
+
+// Runs of item 2 so far, shared with the (forked) workers of the split-chunk tests.
+mproc::Value<int>* g_item2_runs = nullptr;
+
+/// Item 5 exits with status 15; item 2 exits with status 12 from its second run on (the
+/// first run is in the chunk that item 5 breaks, so item 2 crashes in a split-off part).
+int crash_in_split_part(int x) {
+  if (x == 5) ::_exit(15);
+  if (x == 2 && std::atomic_ref<int>(g_item2_runs->value()).fetch_add(1) > 0) ::_exit(12);
+  return x;
+}
+
+// A chunk that crashes is split into new tasks ([0, k), {k}, (k, n)). Each part must be a
+// task of its own: a crash in one part must not be blamed on a part queued behind it.
+TEST(PoolFailure, CrashInASplitChunkPartBlamesOnlyItsItem) {
+  mproc::Value<int> runs(0);
+  g_item2_runs = &runs;
+  mproc::Pool pool({.processes = 1, .start = mproc::StartMethod::fork});
+  std::vector<int> in(30);
+  std::iota(in.begin(), in.end(), 0);
+  const auto all = pool.map_results(crash_in_split_part, in, {.chunksize = 30, .timeout = 60s});
+  ASSERT_EQ(all.size(), in.size());
+  for (std::size_t i = 0; i < all.size(); ++i) {
+    if (i == 2 || i == 5) {
+      ASSERT_FALSE(all[i].has_value()) << i;
+      try {
+        std::rethrow_exception(all[i].error());
+      } catch (const mproc::WorkerCrashed& e) {
+        EXPECT_EQ(e.task_index(), static_cast<std::int64_t>(i));
+        EXPECT_EQ(e.exit_code(), std::optional<int>(i == 2 ? 12 : 15)) << i;
+      } catch (const std::exception& e) {
+        ADD_FAILURE() << i << ": " << e.what();
+      }
+    } else {
+      ASSERT_TRUE(all[i].has_value()) << i << ": " << [&] {
+        try {
+          std::rethrow_exception(all[i].error());
+        } catch (const std::exception& e) {
+          return std::string(e.what());
+        }
+      }();
+      EXPECT_EQ(*all[i], in[i]);
+    }
+  }
+  g_item2_runs = nullptr;
+}
+
+/// Item 3 aborts; item 7 never returns (task_timeout ends it).
+int abort_then_hang(int x) {
+  if (x == 3) std::abort();
+  if (x == 7) std::this_thread::sleep_for(1h);
+  return x;
+}
+
+// The part after a crashed item runs as a task of its own, so task_timeout applies to it.
+TEST(PoolFailure, TimeoutAppliesToTheRestOfACrashedChunk) {
+  mproc::Pool pool({.processes = 1, .task_timeout = 1s});
+  std::vector<int> in(12);
+  std::iota(in.begin(), in.end(), 0);
+  const auto all = pool.map_results(abort_then_hang, in, {.chunksize = 12, .timeout = 20s});
+  ASSERT_EQ(all.size(), in.size());
+  for (std::size_t i = 0; i < all.size(); ++i) {
+    if (i == 3) {
+      EXPECT_THROW(std::rethrow_exception(all[i].error()), mproc::WorkerCrashed);
+    } else if (i == 7) {
+      ASSERT_FALSE(all[i].has_value());
+      EXPECT_THROW(std::rethrow_exception(all[i].error()), mproc::TaskTimeout);
+    } else {
+      ASSERT_TRUE(all[i].has_value()) << i;
+      EXPECT_EQ(*all[i], in[i]);
+    }
+  }
+}
 
 TEST(PoolFailure, WorkerKilledFromOutsideFailsTheRunningTask) {
   mproc::Pool pool(1);

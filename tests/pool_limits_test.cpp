@@ -220,6 +220,74 @@ TEST(PoolLimits, ExecutorTaskTimeoutKillsTheTasksChildrenAndTheExecutorGoesOn) {
   EXPECT_EQ(ex.submit(square, 6).get(), 36);
 }
 
+// ---- the one-shot map: what fn starts dies with its MapWorker ----------------------------
+
+/// mproc::map_results over one item that starts a descendant the way `how` names, then does
+/// what `then` names.
+std::vector<mproc::Result<int>> one_shot_descendant(mproc::Array<int> pids, int how, int then,
+                                                    mproc::OneShotOptions options = {}) {
+  options.processes = 1;
+  return mproc::map_results(
+      [pids, how, then](int) { return start_descendant_then(pids, how, then); },
+      std::vector<int>{0}, options);
+}
+
+class OneShotDescendants : public ::testing::TestWithParam<int> {};
+
+TEST_P(OneShotDescendants, DieWhenTheirWorkerTimesOut) {
+  mproc::Array<int> pids(2);
+  const auto r = one_shot_descendant(pids, GetParam(), sleep_long, {.task_timeout = 2s});
+  ASSERT_EQ(r.size(), 1u);
+  EXPECT_THROW(std::rethrow_exception(r[0].error()), mproc::TaskTimeout);
+  const int child = published_pid(pids);
+  ASSERT_GT(child, 0);
+  EXPECT_TRUE(wait_gone(child, 20s)) << "fn's child " << child << " outlived its MapWorker";
+}
+
+TEST_P(OneShotDescendants, DieWhenTheirWorkerCrashes) {
+  mproc::Array<int> pids(2);
+  const auto r = one_shot_descendant(pids, GetParam(), segfault);
+  ASSERT_EQ(r.size(), 1u);
+  EXPECT_THROW(std::rethrow_exception(r[0].error()), mproc::WorkerCrashed);
+  const int child = published_pid(pids);
+  ASSERT_GT(child, 0);
+  EXPECT_TRUE(wait_gone(child, 20s)) << "fn's child " << child << " outlived its MapWorker";
+}
+
+TEST_P(OneShotDescendants, DieWhenTheMapEnds) {
+  mproc::Array<int> pids(2);
+  const auto r = one_shot_descendant(pids, GetParam(), return_now);
+  ASSERT_EQ(r.size(), 1u);
+  ASSERT_TRUE(r[0].has_value());
+  const int child = *r[0];
+  ASSERT_GT(child, 0);
+  EXPECT_TRUE(wait_gone(child, 20s)) << "fn's child " << child << " outlived the map";
+}
+
+TEST_P(OneShotDescendants, DieWithTheCaller) {
+  mproc::Array<int> pids(2);
+  const pid_t caller = ::fork();
+  ASSERT_GE(caller, 0);
+  if (caller == 0) {
+    try {
+      (void)one_shot_descendant(pids, GetParam(), sleep_long);
+    } catch (...) {
+    }
+    ::_exit(3);
+  }
+  const int child = published_pid(pids, 0);
+  const int worker = published_pid(pids, 1);
+  ASSERT_EQ(::kill(caller, SIGKILL), 0);
+  int status = 0;
+  ASSERT_EQ(::waitpid(caller, &status, 0), caller);
+  EXPECT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+  EXPECT_TRUE(wait_gone(worker, 20s)) << "MapWorker " << worker << " outlived the caller";
+  EXPECT_TRUE(wait_gone(child, 20s)) << "fn's child " << child << " outlived the caller";
+}
+
+INSTANTIATE_TEST_SUITE_P(Map, OneShotDescendants,
+                         ::testing::Values(raw_fork, exec_program, mproc_process), how_name);
+
 // ---- task_timeout with retries ------------------------------------------------------------
 
 int count_then_sleep(mproc::Value<int> attempts, int ms) {

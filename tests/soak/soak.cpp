@@ -20,7 +20,6 @@
 // It prints a report and exits non-zero on any violation.
 //
 //   mproc_soak [--seconds N] [--seed S] [--rss-slack-mib M]     (N defaults to $SOAK_SECONDS, 60)
-#include <dirent.h>
 #include <signal.h>
 #include <unistd.h>
 
@@ -50,6 +49,7 @@
 #include "mproc/queue.hpp"
 #include "mproc/shared.hpp"
 #include "mproc/sync.hpp"
+#include "support/process_census.hpp"
 
 namespace {
 
@@ -503,44 +503,20 @@ class Soak {
 
 // ---- process-wide resources ------------------------------------------------------------
 
+/// This process's descriptors and children, minus what mproc keeps on purpose.
 std::set<int> own_fds() {
-  std::set<int> fds;
-  if (DIR* dir = ::opendir("/proc/self/fd")) {
-    const int self = ::dirfd(dir);
-    while (const dirent* e = ::readdir(dir)) {
-      if (e->d_name[0] != '.' && std::atoi(e->d_name) != self) fds.insert(std::atoi(e->d_name));
-    }
-    ::closedir(dir);
-  }
+  std::set<int> fds = mproc::test::open_fds();
   for (int fd : mproc::detail::service_resources().fds) fds.erase(fd);
   return fds;
 }
 
-std::set<std::string> names_in(const char* path, const char* prefix) {
-  std::set<std::string> names;
-  if (DIR* dir = ::opendir(path)) {
-    while (const dirent* e = ::readdir(dir)) {
-      if (std::strncmp(e->d_name, prefix, std::strlen(prefix)) == 0) names.insert(e->d_name);
-    }
-    ::closedir(dir);
-  }
-  return names;
-}
-
 std::set<int> own_children() {
-  std::set<int> pids;
-  if (DIR* dir = ::opendir("/proc/self/task")) {
-    while (const dirent* e = ::readdir(dir)) {
-      if (e->d_name[0] == '.') continue;
-      std::ifstream in(std::string("/proc/self/task/") + e->d_name + "/children");
-      int pid = 0;
-      while (in >> pid) pids.insert(pid);
-    }
-    ::closedir(dir);
-  }
+  std::set<int> pids = mproc::test::child_pids();
   for (int pid : mproc::detail::service_resources().pids) pids.erase(pid);
   return pids;
 }
+
+using mproc::test::names_in;
 
 /// A field of /proc/self/status in KiB ("VmRSS", "RssAnon").
 long status_kib(const char* field) {
@@ -572,9 +548,11 @@ void single_tasks(Soak& soak, Face face, std::uint64_t seed, Clock::time_point e
     for (auto it = flight.begin(); it != flight.end();) {
       if (!it->future.done()) {
         if (Clock::now() - it->submitted > hang_limit) {
+          // Reported once; finish() also counts it as lost.
           soak.violation("task " + std::to_string(it->spec.id) + " via " +
                          face_names[static_cast<int>(face)] + " hangs");
-          return;
+          it = flight.erase(it);
+          continue;
         }
         ++it;
         continue;
@@ -588,16 +566,22 @@ void single_tasks(Soak& soak, Face face, std::uint64_t seed, Clock::time_point e
       it = flight.erase(it);
     }
   };
-  while (Clock::now() < end && !soak.stopping()) {
+  bool more = true;
+  while (more && Clock::now() < end && !soak.stopping()) {
     while (flight.size() < window) {
       auto spec = soak.next(face, rng);
-      if (!spec) return;
+      if (!spec) {
+        more = false;
+        break;
+      }
       flight.push_back(InFlight{*spec, submit(*spec), Clock::now()});
     }
     settle();
     std::this_thread::sleep_for(1ms);
   }
-  while (!flight.empty() && !soak.stopping()) {
+  // Also after a violation: every task in flight still gets its outcome (or hangs), so that
+  // "lost" in the report means lost, not abandoned.
+  while (!flight.empty()) {
     settle();
     std::this_thread::sleep_for(2ms);
   }

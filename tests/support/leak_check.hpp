@@ -6,6 +6,8 @@
 #include <string>
 #include <vector>
 
+#include "support/process_census.hpp"
+
 namespace mproc::test {
 
 /// Everything a test could leak, at one moment.
@@ -16,9 +18,6 @@ struct Snapshot {
   std::set<std::string> tmp;  // /tmp/mproc*
   static Snapshot take();
 };
-
-/// Children of this process (all threads), zombies included.
-std::set<int> child_pids();
 
 /// What exists now that did not exist in `before`, minus mproc's service resources; waits up
 /// to 3 s for children to be reaped before reporting.
