@@ -89,7 +89,8 @@ struct Worker {
   std::size_t unsent = 0;                  // the last `unsent` of held are not sent yet
   std::size_t budget = std::numeric_limits<std::size_t>::max();  // max_tasks_per_child
   bool stop_sent = false;
-  bool exited = false;  // reaped
+  bool exited = false;   // reaped
+  bool ran_any = false;  // a result of it has arrived
   KillReason kill_reason = KillReason::none;
   std::uint64_t kill_task = 0;
   Clock::time_point last_progress = Clock::now();
@@ -264,6 +265,7 @@ class EngineCore : public std::enable_shared_from_this<EngineCore> {
     auto* s = static_cast<proto::Slot*>(slots_.data()) + slot;
     s->task_id.store(0, std::memory_order_relaxed);
     s->item.store(0, std::memory_order_relaxed);
+    s->ready.store(0, std::memory_order_relaxed);
     auto [parent_end, child_end] = Pipe();
     proto::WorkerSettings settings;
     settings.max_tasks = options_.max_tasks_per_child;
@@ -724,6 +726,8 @@ class EngineCore : public std::enable_shared_from_this<EngineCore> {
       task = std::move(*it);
       w->held.erase(it);
       w->last_progress = Clock::now();
+      w->ran_any = true;
+      stillborn_in_a_row_ = 0;
       const double per_task = static_cast<double>(std::max<std::int64_t>(elapsed, 0)) /
                               static_cast<double>(task->items());
       task_ns_ewma_ = task_seen_ ? 0.8 * task_ns_ewma_ + 0.2 * per_task : per_task;
@@ -778,6 +782,7 @@ class EngineCore : public std::enable_shared_from_this<EngineCore> {
   void on_exit(std::size_t slot) {
     receive(slot);
     std::vector<std::pair<std::shared_ptr<Task>, std::exception_ptr>> to_fail;
+    bool broke = false;
     {
       std::lock_guard lock(mutex_);
       auto& w = workers_[slot];
@@ -789,6 +794,9 @@ class EngineCore : public std::enable_shared_from_this<EngineCore> {
       const auto* s = slot_of(*w);
       const std::uint64_t running = s->task_id.load(std::memory_order_acquire);
       const std::uint64_t item = s->item.load(std::memory_order_acquire);
+      if (!broken_ && !terminated_ && w->kill_reason == KillReason::none) {
+        broke = note_death_locked(*w, code, running, s->ready.load(std::memory_order_acquire) != 0);
+      }
       std::deque<std::shared_ptr<Task>> requeue;
       for (auto& t : w->held) {
         if (t->id != running || terminated_) {
@@ -818,6 +826,39 @@ class EngineCore : public std::enable_shared_from_this<EngineCore> {
       }
     }
     for (auto& [task, error] : to_fail) task->fail(error);
+    if (broke) cancel_everything(broken_error_);
+  }
+
+  /// Counts deaths of workers that never got to run anything: they died before their
+  /// initializer returned, or with tasks in hand but before starting the first. When every
+  /// start fails like that (an initializer that crashes or exits, a memory_limit too small for
+  /// a worker to live), replacing them would fork forever while the pool's callers wait
+  /// (Python's Pool does): after a few in a row the pool is broken instead. Any result resets
+  /// the count, and so does a death that blames a task; a ready, idle worker killed from
+  /// outside does not count.
+  /// True if the pool just became broken.
+  bool note_death_locked(const Worker& w, int code, std::uint64_t running, bool ready) {
+    const bool stillborn = running == 0 && !w.ran_any && (!ready || (code != 0 && !w.held.empty()));
+    if (!stillborn) {
+      if (running != 0) stillborn_in_a_row_ = 0;
+      return false;
+    }
+    const std::size_t limit = std::max<std::size_t>(4, 2 * options_.workers);
+    if (++stillborn_in_a_row_ < limit) return false;
+    std::string how = code < 0 ? "was killed by signal " + std::to_string(-code)
+                               : "exited with status " + std::to_string(code);
+    std::string description = std::to_string(stillborn_in_a_row_) +
+                              " pool workers in a row died before they could run a task (the "
+                              "last, " +
+                              w.process->name() + " pid " + std::to_string(w.pid) + ", " + how +
+                              (ready ? ")" : " before its initializer returned)") +
+                              ": check that the initializer does not crash or exit, and that "
+                              "memory_limit leaves a worker room to start";
+    log(LogLevel::error, "pool: " + description + "; the pool is broken");
+    broken_ = true;
+    broken_error_ = std::make_exception_ptr(BrokenPool(description));
+    kill_all();
+    return true;
   }
 
   /// The worker died running `task` at `item`: requeue the parts of a chunk it had not
@@ -937,6 +978,7 @@ class EngineCore : public std::enable_shared_from_this<EngineCore> {
   std::exception_ptr broken_error_;
   double task_ns_ewma_ = 1e6;
   bool task_seen_ = false;
+  std::size_t stillborn_in_a_row_ = 0;  // see note_death_locked
 
   std::mutex send_mutex_;  // serialises flush(): frames to one worker go out in order
   std::mutex sender_mutex_;

@@ -19,7 +19,8 @@
 // The slot (64 bytes, one cache line per worker, in a memfd segment both sides map): the
 // worker stores task_id before it starts a call and item before each item of a map chunk,
 // with started_ns (CLOCK_MONOTONIC) — the parent reads them after a crash to fail exactly
-// what was running, and to time out a task.
+// what was running, and to time out a task. It stores ready = 1 once its initializer has
+// returned (at once without one): a worker that dies before that never started at all.
 #pragma once
 
 #include <atomic>
@@ -39,6 +40,7 @@ struct alignas(64) Slot {
   std::atomic<std::uint64_t> task_id{0};    ///< 0 = not running a task
   std::atomic<std::uint64_t> item{0};       ///< item within the running task (map chunks)
   std::atomic<std::int64_t> started_ns{0};  ///< when task_id started, steady clock
+  std::atomic<std::uint32_t> ready{0};      ///< 1 once the worker can take tasks (initialised)
 };
 static_assert(sizeof(Slot) == 64);
 static_assert(std::atomic<std::uint64_t>::is_always_lock_free);

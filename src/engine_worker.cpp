@@ -52,6 +52,7 @@ class WorkerLoop {
 
   /// Returns when told to stop, when the parent is gone, or after max_tasks tasks.
   void run() {
+    if (settings_.has_initializer == 0) slot_.ready.store(1, std::memory_order_release);
     for (;;) {
       ReceivedFrame frame;
       try {
@@ -113,6 +114,7 @@ class WorkerLoop {
       // A worker whose initializer failed must not run tasks: the pool is broken.
       throw InitializerFailed{};
     }
+    slot_.ready.store(1, std::memory_order_release);
   }
 
   /// Runs one task and sends its result; false when this worker must now exit.

@@ -306,15 +306,21 @@ void start_forkserver(ProcessState& state) {
     throw Error("Process " + state.name + ": the forkserver died before starting it");
   }
   if (pid < 0) sys::throw_errno("fork() in the forkserver", -pid);
-  state.pid = pid;
   state.status_fd = std::move(status.first);
   try {
     state.pidfd = sys::pidfd_open(pid);
   } catch (const SystemError& e) {
     // ESRCH: the child has already ended and been reaped by the forkserver; its status is on
     // the status socket. Anything else is a real failure.
-    if (e.code().value() != ESRCH) throw;
+    if (e.code().value() != ESRCH) {
+      // Untrackable: do not leave it running (it is the forkserver's child, which reaps it,
+      // so the pid cannot have been reused yet).
+      ::kill(pid, SIGKILL);
+      throw;
+    }
   }
+  // Last: a nonzero pid publishes the descriptors to other threads (active_children()).
+  state.pid.store(pid, std::memory_order_release);
 }
 
 }  // namespace mproc::detail

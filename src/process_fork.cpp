@@ -65,7 +65,8 @@ void track_child(ProcessState& state, pid_t pid) {
     }
     throw;
   }
-  state.pid = pid;
+  // Last: a nonzero pid publishes the pidfd to other threads (active_children()).
+  state.pid.store(pid, std::memory_order_release);
 }
 
 }  // namespace mproc::detail

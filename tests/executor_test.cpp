@@ -40,6 +40,26 @@ TEST_P(ExecutorEveryStart, SubmitReturnsFuturesWithResults) {
   EXPECT_EQ(workers, 2u);
 }
 
+void exiting_initializer() {
+  ::_exit(4);
+}
+
+// Workers that die in their initializer, whatever the start method: the futures fail with
+// BrokenPool (Python's executor breaks too, but its Pool respawns them forever).
+TEST_P(ExecutorEveryStart, WorkersThatCannotStartBreakTheExecutor) {
+  {
+    mproc::ProcessPoolExecutor ex(mproc::ExecutorOptions{
+        .max_workers = 2, .initializer = {exiting_initializer}, .start = GetParam()});
+    try {
+      ex.submit(square, 3).get();  // or submit throws, if the executor is broken already
+      FAIL() << "expected BrokenPool";
+    } catch (const mproc::BrokenPool& e) {
+      EXPECT_NE(std::string(e.what()).find("exited with status 4"), std::string::npos) << e.what();
+    }
+  }
+  EXPECT_TRUE(mproc::active_children().empty());
+}
+
 MPROC_INSTANTIATE_FOR_EVERY_START_METHOD(Executor, ExecutorEveryStart);
 
 TEST(Executor, SubmitAfterShutdownThrowsPoolClosed) {

@@ -340,15 +340,80 @@ void failing_initializer() {
 
 TEST(PoolFailure, FailingInitializerBreaksThePoolWithItsError) {
   mproc::Pool pool(mproc::PoolOptions{.processes = 2, .initializer = {failing_initializer}});
-  auto f = pool.apply_async(square, 2);
   try {
-    f.get();
+    // The pool may be broken already when the call is made: then the call itself throws.
+    pool.apply_async(square, 2).get();
     FAIL() << "expected BrokenPool";
   } catch (const mproc::BrokenPool& e) {
     EXPECT_NE(std::string(e.what()).find("no database"), std::string::npos) << e.what();
   }
   // Later calls fail at once.
   EXPECT_THROW(pool.apply(square, 1), mproc::BrokenPool);
+}
+
+void crashing_initializer() {
+  ::_exit(3);  // not an exception: the worker is gone before it can report anything
+}
+void killed_initializer() {
+  ::raise(SIGSEGV);
+}
+
+// Python's Pool forks replacements forever when its initializer kills the worker, and the
+// caller waits forever. Here the pool breaks after a few such starts in a row.
+TEST(PoolFailure, InitializerThatKillsItsWorkerBreaksThePoolInsteadOfRespawningForever) {
+  for (auto* init : {&crashing_initializer, &killed_initializer}) {
+    {
+      mproc::Pool pool(mproc::PoolOptions{.processes = 2, .initializer = {init}});
+      try {
+        pool.apply_async(square, 2).get();  // or the call throws, if already broken
+        FAIL() << "expected BrokenPool";
+      } catch (const mproc::BrokenPool& e) {
+        const std::string what = e.what();
+        EXPECT_NE(what.find("before its initializer returned"), std::string::npos) << what;
+        EXPECT_NE(what.find(init == &crashing_initializer ? "exited with status 3"
+                                                          : "killed by signal 11"),
+                  std::string::npos)
+            << what;
+      }
+      EXPECT_THROW(pool.apply(square, 1), mproc::BrokenPool);
+    }
+    EXPECT_TRUE(mproc::active_children().empty());
+  }
+}
+
+TEST(PoolFailure, AnIdlePoolWhoseWorkersCannotStartBreaksToo) {
+  mproc::Pool pool(mproc::PoolOptions{.processes = 1, .initializer = {crashing_initializer}});
+  // Nothing submitted: it must stop forking on its own, and say why at the next call.
+  const auto deadline = std::chrono::steady_clock::now() + 30s;
+  for (;;) {
+    try {
+      pool.apply_async(square, 1);
+    } catch (const mproc::BrokenPool&) {
+      break;
+    }
+    ASSERT_LT(std::chrono::steady_clock::now(), deadline) << "the pool kept respawning";
+    std::this_thread::sleep_for(20ms);
+  }
+}
+
+TEST(PoolFailure, ReadyIdleWorkersKilledFromOutsideAreReplacedWithoutBreakingThePool) {
+  mproc::Pool pool(1);
+  EXPECT_EQ(pool.apply(square, 2), 4);
+  for (int kill = 0; kill < 12; ++kill) {
+    const auto children = mproc::active_children();
+    ASSERT_EQ(children.size(), 1u);
+    const int victim = children[0].pid();
+    std::this_thread::sleep_for(50ms);  // long past its start: it waits for work
+    ASSERT_EQ(::kill(victim, SIGKILL), 0);
+    const auto deadline = std::chrono::steady_clock::now() + 30s;
+    for (;;) {  // until its replacement is running
+      const auto now = mproc::active_children();
+      if (now.size() == 1 && now[0].pid() != victim) break;
+      ASSERT_LT(std::chrono::steady_clock::now(), deadline);
+      std::this_thread::sleep_for(5ms);
+    }
+  }
+  EXPECT_EQ(pool.apply(square, 3), 9);
 }
 
 TEST(PoolFailure, TerminateCancelsUnfinishedFutures) {
