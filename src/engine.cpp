@@ -30,6 +30,7 @@
 #include "mproc/errors.hpp"
 #include "mproc/log.hpp"
 #include "mproc/pipe.hpp"
+#include "worker_group.hpp"
 
 namespace mproc::detail {
 
@@ -539,20 +540,8 @@ class EngineCore : public std::enable_shared_from_this<EngineCore> {
   /// Kills what is left of `w`'s process group, then waits for `w` and reaps it (the paths
   /// where the worker was just SIGKILLed; on_exit does the same for a worker that ended).
   static void reap(Worker& w) {
-    kill_group(w);
+    worker_group::kill(w.pid, "pool");
     w.process->join();
-  }
-
-  /// SIGKILLs worker `w`'s process group (pool_worker_main): whatever a task started by hand
-  /// dies with its worker. Called before the worker is reaped, while its pid (the group's id)
-  /// cannot have been reused.
-  static void kill_group(const Worker& w) noexcept {
-    try {
-      if (w.pid > 1) sys::kill_process_group(w.pid, SIGKILL);
-    } catch (const std::exception& e) {
-      log(LogLevel::warning,
-          std::string("pool: cannot kill a worker's process group: ") + e.what());
-    }
   }
 
   void run_loop() {
@@ -727,7 +716,7 @@ class EngineCore : public std::enable_shared_from_this<EngineCore> {
       w->held.erase(it);
       w->last_progress = Clock::now();
       w->ran_any = true;
-      stillborn_in_a_row_ = 0;
+      fruitless_deaths_ = 0;
       const double per_task = static_cast<double>(std::max<std::int64_t>(elapsed, 0)) /
                               static_cast<double>(task->items());
       task_ns_ewma_ = task_seen_ ? 0.8 * task_ns_ewma_ + 0.2 * per_task : per_task;
@@ -787,8 +776,8 @@ class EngineCore : public std::enable_shared_from_this<EngineCore> {
       std::lock_guard lock(mutex_);
       auto& w = workers_[slot];
       if (!w || w->exited) return;
-      kill_group(*w);      // it has ended but is not reaped: its pid still names the group
-      w->process->join();  // returns at once and reaps it
+      worker_group::kill(w->pid, "pool");  // ended, not reaped: its pid still names the group
+      w->process->join();                  // returns at once and reaps it
       w->exited = true;
       const int code = w->process->exitcode().value_or(0);
       const auto* s = slot_of(*w);
@@ -835,19 +824,18 @@ class EngineCore : public std::enable_shared_from_this<EngineCore> {
   /// a worker to live), replacing them would fork forever while the pool's callers wait
   /// (Python's Pool does): after a few in a row the pool is broken instead. Any result resets
   /// the count, and so does a death that blames a task; a ready, idle worker killed from
-  /// outside does not count.
-  /// True if the pool just became broken.
+  /// outside does not count. True if the pool just became broken.
   bool note_death_locked(const Worker& w, int code, std::uint64_t running, bool ready) {
-    const bool stillborn = running == 0 && !w.ran_any && (!ready || (code != 0 && !w.held.empty()));
-    if (!stillborn) {
-      if (running != 0) stillborn_in_a_row_ = 0;
+    const bool fruitless = running == 0 && !w.ran_any && (!ready || (code != 0 && !w.held.empty()));
+    if (!fruitless) {
+      if (running != 0) fruitless_deaths_ = 0;
       return false;
     }
     const std::size_t limit = std::max<std::size_t>(4, 2 * options_.workers);
-    if (++stillborn_in_a_row_ < limit) return false;
-    std::string how = code < 0 ? "was killed by signal " + std::to_string(-code)
-                               : "exited with status " + std::to_string(code);
-    std::string description = std::to_string(stillborn_in_a_row_) +
+    if (++fruitless_deaths_ < limit) return false;
+    const std::string how = code < 0 ? "was killed by signal " + std::to_string(-code)
+                                     : "exited with status " + std::to_string(code);
+    std::string description = std::to_string(fruitless_deaths_) +
                               " pool workers in a row died before they could run a task (the "
                               "last, " +
                               w.process->name() + " pid " + std::to_string(w.pid) + ", " + how +
@@ -978,7 +966,7 @@ class EngineCore : public std::enable_shared_from_this<EngineCore> {
   std::exception_ptr broken_error_;
   double task_ns_ewma_ = 1e6;
   bool task_seen_ = false;
-  std::size_t stillborn_in_a_row_ = 0;  // see note_death_locked
+  std::size_t fruitless_deaths_ = 0;  // see note_death_locked
 
   std::mutex send_mutex_;  // serialises flush(): frames to one worker go out in order
   std::mutex sender_mutex_;

@@ -12,11 +12,11 @@
 
 #include "detail/sys.hpp"
 #include "engine_worker.hpp"
-#include "lifeline.hpp"
 #include "mproc/detail/callable.hpp"
 #include "mproc/detail/remote_exception.hpp"
 #include "mproc/log.hpp"
 #include "process_state.hpp"
+#include "worker_group.hpp"
 
 namespace mproc::detail {
 
@@ -210,17 +210,7 @@ void pool_worker_main(Connection conn, SharedSegment slots,
   // Ctrl-C goes to the whole foreground process group: the parent decides what it means, and
   // workers never print tracebacks of their own (PITFALLS).
   sys::ignore_signal(SIGINT);
-  // Each worker leads a process group of its own, which the processes a task starts by hand
-  // (fork(), system(), posix_spawn) join: the engine SIGKILLs the group when the worker ends
-  // (crash, timeout, forced cancel, terminate, or a normal exit), and the owner's lifeline,
-  // armed here for the group, SIGKILLs it when the owner dies. Without this a task's children
-  // would outlive a killed worker (PDEATHSIG covers only mproc's own children). Being in its own
-  // group also keeps a terminal's Ctrl-C away from the worker.
-  sys::become_process_group_leader();
-  if (owner.fd >= 0) {
-    const UniqueFd copy(owner.fd);  // ours (inherited or received); closed once armed
-    if (!lifeline::arm_group_kill(copy.get())) ::_exit(128 + SIGKILL);  // as the signal would
-  }
+  worker_group::lead(owner.fd);  // a task's own children die with this worker (worker_group.hpp)
   if (settings.memory_limit != 0) sys::limit_address_space(settings.memory_limit);
   if (slots.size() < (settings.slot + 1) * sizeof(proto::Slot)) {
     throw ProtocolError("pool worker: slot index out of range");

@@ -44,6 +44,7 @@
 #include "mproc/log.hpp"
 #include "mproc/pipe.hpp"
 #include "mproc/process.hpp"
+#include "worker_group.hpp"
 
 namespace mproc::detail {
 
@@ -98,16 +99,8 @@ struct WorkerParams {
 
 /// A worker's whole life: the re-run ranges it was forked with, then chunks from the cursor.
 void worker_main(const WorkerParams& p, Connection& out, const std::vector<Range>& reruns) {
-  sys::ignore_signal(SIGINT);  // Ctrl-C is the caller's to handle
-  // As a pool worker does (pool_worker_main): lead a process group, which the processes fn
-  // starts by hand join, so that they die with this worker (the coordinator SIGKILLs the
-  // group when the worker ends) and with the caller (the lifeline armed for the group).
-  sys::become_process_group_leader();
-  if (p.owner_lifeline >= 0) {
-    const bool caller_alive = lifeline::arm_group_kill(p.owner_lifeline);
-    ::close(p.owner_lifeline);                  // our inherited copy; the armed description stays
-    if (!caller_alive) ::_exit(128 + SIGKILL);  // as the signal would
-  }
+  sys::ignore_signal(SIGINT);            // Ctrl-C is the caller's to handle
+  worker_group::lead(p.owner_lifeline);  // what fn starts dies with this worker, and the caller
   OneShotItemTracker tracker(*p.slot, p.timed);
   Encoder report;
   auto run = [&](std::size_t first, std::size_t last) {
@@ -193,7 +186,7 @@ class Coordinator {
   /// On an error path, workers still running die with their process groups.
   ~Coordinator() {
     for (Worker& w : pool_) {
-      if (w.process) kill_group(w);  // not reaped yet: the pid still names the group
+      if (w.process) worker_group::kill(w.process->pid(), what_);  // not reaped yet
     }
   }
 
@@ -319,22 +312,10 @@ class Coordinator {
                                    " did not exit after the map finished; killing it");
         w.process->kill();
       }
-      kill_group(w);
+      worker_group::kill(w.process->pid(), what_);
       w.process->join();
       w.process.reset();
       w.reports.close();
-    }
-  }
-
-  /// SIGKILLs what is left of worker `w`'s process group: whatever fn started by hand dies
-  /// with its worker. Only before `w` is reaped (its pid cannot have been reused).
-  void kill_group(const Worker& w) const noexcept {
-    try {
-      const int pid = w.process->pid();
-      if (pid > 1) sys::kill_process_group(pid, SIGKILL);
-    } catch (const std::exception& e) {
-      log(LogLevel::warning,
-          std::string(what_) + ": cannot kill a worker's process group: " + e.what());
     }
   }
 
@@ -372,7 +353,7 @@ class Coordinator {
     // First the group (ended but not reaped: its pid still names it), so that nothing fn
     // started still holds the report pipe open; then only what is already there is read, so
     // that a descendant which left the group cannot keep this waiting for an EOF.
-    kill_group(w);
+    worker_group::kill(w.process->pid(), what_);
     while (!w.reports.closed() && w.reports.poll()) receive(index);
     w.process->join();  // reaps at once
     const int status = w.process->exitcode().value_or(0);

@@ -101,6 +101,19 @@ int published_pid(const mproc::Array<int>& pids, std::size_t at = 0) {
   return -1;
 }
 
+/// SIGKILLs `owner` (a forked process whose task published its descendant's pid at 0 and its
+/// worker's at 1) and expects the worker and the descendant to die with it.
+void kill_owner_and_expect_its_workers_gone(const mproc::Array<int>& pids, pid_t owner) {
+  const int child = published_pid(pids, 0);
+  const int worker = published_pid(pids, 1);
+  ASSERT_EQ(::kill(owner, SIGKILL), 0);
+  int status = 0;
+  ASSERT_EQ(::waitpid(owner, &status, 0), owner);
+  EXPECT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+  EXPECT_TRUE(wait_gone(worker, 20s)) << "worker " << worker << " outlived its owner";
+  EXPECT_TRUE(wait_gone(child, 20s)) << "the task's child " << child << " outlived the owner";
+}
+
 std::string how_name(const ::testing::TestParamInfo<int>& info) {
   switch (info.param) {
     case raw_fork: return "RawFork";
@@ -156,14 +169,7 @@ TEST_P(TaskDescendants, DieWithThePoolOwner) {
       }
       ::_exit(3);
     }
-    const int child = published_pid(pids, 0);
-    const int worker = published_pid(pids, 1);
-    ASSERT_EQ(::kill(owner, SIGKILL), 0);
-    int status = 0;
-    ASSERT_EQ(::waitpid(owner, &status, 0), owner);
-    EXPECT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
-    EXPECT_TRUE(wait_gone(worker, 20s)) << "worker " << worker << " outlived the pool owner";
-    EXPECT_TRUE(wait_gone(child, 20s)) << "the task's child " << child << " outlived the owner";
+    kill_owner_and_expect_its_workers_gone(pids, owner);
   }
 }
 
@@ -275,14 +281,7 @@ TEST_P(OneShotDescendants, DieWithTheCaller) {
     }
     ::_exit(3);
   }
-  const int child = published_pid(pids, 0);
-  const int worker = published_pid(pids, 1);
-  ASSERT_EQ(::kill(caller, SIGKILL), 0);
-  int status = 0;
-  ASSERT_EQ(::waitpid(caller, &status, 0), caller);
-  EXPECT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
-  EXPECT_TRUE(wait_gone(worker, 20s)) << "MapWorker " << worker << " outlived the caller";
-  EXPECT_TRUE(wait_gone(child, 20s)) << "fn's child " << child << " outlived the caller";
+  kill_owner_and_expect_its_workers_gone(pids, caller);
 }
 
 INSTANTIATE_TEST_SUITE_P(Map, OneShotDescendants,

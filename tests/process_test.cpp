@@ -536,6 +536,34 @@ TEST(Process, KilledForkserverIsReplaced) {
   EXPECT_EQ(second.exitcode(), 4);
 }
 
+void hold_until_killed(mproc::Connection held) {
+  (void)held;
+  std::this_thread::sleep_for(std::chrono::hours(1));
+}
+
+// The forkserver started the child, but the parent cannot open a pidfd for it (EMFILE here):
+// start() fails, and the child it cannot track must not be left running.
+TEST(Process, ForkserverChildThatCannotBeTrackedIsKilled) {
+  Process warm(ProcessOptions{.start = StartMethod::forkserver}, do_nothing);  // server up
+  warm.start();
+  warm.join();
+  auto [watch, held] = mproc::Pipe();
+  Process child(ProcessOptions{.start = StartMethod::forkserver}, hold_until_killed, held);
+  mproc::detail::sys::inject_failure("pidfd_open", EMFILE);
+  try {
+    child.start();
+    FAIL() << "start() should fail when the child's pidfd cannot be opened";
+  } catch (const mproc::SystemError& e) {
+    EXPECT_EQ(e.code().value(), EMFILE);
+  }
+  mproc::detail::sys::inject_failure("pidfd_open", 0, 0);
+  held.close();
+  // EOF on `watch` once every copy of `held` is gone, i.e. once the child has died.
+  pollfd pfd{watch.fileno(), POLLIN, 0};
+  ASSERT_EQ(::poll(&pfd, 1, 20'000), 1) << "the untracked child is still running";
+  EXPECT_THROW(watch.recv_bytes(), mproc::ConnectionClosed);
+}
+
 TEST(Process, CpuCountIsWithinTheAffinityMask) {
   const int n = mproc::cpu_count();
   EXPECT_GE(n, 1);

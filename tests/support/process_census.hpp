@@ -1,6 +1,8 @@
 #pragma once
 // What this process holds right now, read from /proc: its descriptors, its children and the
 // names in a directory. Free of GoogleTest, so that the soak and the leak check share it.
+// Written apart from libmproc's own /proc helpers (sys::open_fds) on purpose: a leak check
+// must not rely on the code it checks.
 
 #include <set>
 #include <string>
