@@ -138,8 +138,10 @@ void mproc_pingpong(benchmark::State& state) {
     // As in Python: drop the parent's copy of the child's end, so a child that dies makes
     // recv() raise ConnectionClosed instead of waiting forever.
     child_end.close();
-    for (int i = 0; i < kWarmupRoundTrips; ++i)
-      (void)(parent.send_bytes(ping), parent.recv_bytes());
+    for (int i = 0; i < kWarmupRoundTrips; ++i) {
+      parent.send_bytes(ping);
+      (void)parent.recv_bytes();
+    }
     for (auto _ : state) {
       parent.send_bytes(ping);
       const std::vector<std::byte> pong = parent.recv_bytes();
